@@ -1,0 +1,183 @@
+"""Integer arithmetic shared by the model and the entropy coder.
+
+Decoding a bits-back stream needs the decoder to rebuild *exactly* the
+frequencies the encoder used, on any CPU, GPU, thread count or batch size.
+Floats cannot promise that (oneDNN's SSE4.1 and AVX2 kernels disagree in most
+outputs), so everything between the pixels and the ANS frequencies is integer:
+
+* network activations and weights are small integers; convolutions accumulate
+  them in float32 (or float64) where every partial sum stays below 2**24
+  (2**53), so every summation order gives the same exact integer;
+* the transcendental functions the distributions need (sigmoid, exp) are
+  lookup tables computed with :mod:`decimal`, which rounds correctly and so
+  gives the same table everywhere.
+
+Fixed-point conventions used across the package:
+
+* a distribution *mean* is given in bins with :data:`MEAN_FRAC` fractional bits;
+* a *log-scale* is the natural log of the scale in bins with
+  :data:`LOG_SCALE_FRAC` fractional bits, clamped to
+  [:data:`LOG_SCALE_MIN`, :data:`LOG_SCALE_MAX`];
+* probabilities have :data:`PRECISION` bits (the ANS precision).
+"""
+
+from __future__ import annotations
+
+import decimal
+import functools
+import threading
+
+import torch
+import torch.nn.functional as F
+
+PRECISION = 24
+"""Bits of probability resolution: frequencies sum to ``2**PRECISION``."""
+
+MEAN_FRAC = 8
+LOG_SCALE_FRAC = 6
+LOG_SCALE_MIN = -3 << LOG_SCALE_FRAC  # scale e**-3 ~ 0.05 bins
+LOG_SCALE_MAX = 15 << (LOG_SCALE_FRAC - 1)  # scale e**7.5 ~ 1800 bins
+
+INV_SCALE_FRAC = 24
+SIGMOID_RANGE = 16
+"""The sigmoid table spans [-16, 16]; beyond it the CDF is exactly 0 or 1."""
+SIGMOID_STEP_BITS = 6
+T_FRAC = MEAN_FRAC + INV_SCALE_FRAC
+"""Fractional bits of the standardized position t = (edge - mean) / scale."""
+
+FLOAT32_EXACT_LIMIT = 1 << 24
+FLOAT64_EXACT_LIMIT = 1 << 53
+
+
+def _decimal_context() -> decimal.Context:
+    return decimal.Context(prec=40, rounding=decimal.ROUND_HALF_EVEN)
+
+
+@functools.lru_cache(maxsize=None)
+def _sigmoid_table() -> tuple[int, ...]:
+    ctx = _decimal_context()
+    one = decimal.Decimal(1)
+    step = decimal.Decimal(1) / (1 << SIGMOID_STEP_BITS)
+    n = 2 * SIGMOID_RANGE << SIGMOID_STEP_BITS
+    values = []
+    for i in range(n + 1):
+        t = (i - n // 2) * step
+        sig = ctx.divide(one, ctx.add(one, ctx.exp(-t)))
+        values.append(int(ctx.multiply(sig, 1 << PRECISION).to_integral_value(decimal.ROUND_HALF_EVEN)))
+    return tuple(values)
+
+
+@functools.lru_cache(maxsize=None)
+def _inv_scale_table() -> tuple[int, ...]:
+    ctx = _decimal_context()
+    frac = decimal.Decimal(1 << LOG_SCALE_FRAC)
+    return tuple(
+        int(ctx.multiply(ctx.exp(-decimal.Decimal(code) / frac), 1 << INV_SCALE_FRAC).to_integral_value(decimal.ROUND_HALF_EVEN))
+        for code in range(LOG_SCALE_MIN, LOG_SCALE_MAX + 1)
+    )
+
+
+_TABLES: dict[tuple[str, torch.device], torch.Tensor] = {}
+_TABLES_LOCK = threading.Lock()
+_SLOPE_BITS = 20
+
+
+def _packed_sigmoid_table() -> list[int]:
+    """Sigmoid table with a 0 prepended, entries packed as ``value << 20 | slope``.
+
+    One gather then yields both the value at the left knot and the slope to the
+    next knot. The last knot's slope reaches exactly ``2**PRECISION``.
+    """
+    values = (0,) + _sigmoid_table() + (1 << PRECISION,)
+    return [(v << _SLOPE_BITS) | (w - v) for v, w in zip(values, values[1:])]
+
+
+def _table(name: str, device: torch.device) -> torch.Tensor:
+    key = (name, torch.device(device))
+    table = _TABLES.get(key)
+    if table is None:
+        values = _packed_sigmoid_table() if name == "sigmoid" else _inv_scale_table()
+        table = torch.tensor(values, dtype=torch.int64, device=device)
+        with _TABLES_LOCK:
+            table = _TABLES.setdefault(key, table)
+    return table
+
+
+def inverse_scale(log_scale: torch.Tensor) -> torch.Tensor:
+    """exp(-log_scale) with :data:`INV_SCALE_FRAC` fractional bits, for clamped log-scale codes."""
+    table = _table("inv_scale", log_scale.device)
+    return table[log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX) - LOG_SCALE_MIN]
+
+
+_KNOT_SHIFT = T_FRAC - SIGMOID_STEP_BITS
+_T_LOW = -((SIGMOID_RANGE << SIGMOID_STEP_BITS) + 1) << _KNOT_SHIFT
+_T_HIGH = (((SIGMOID_RANGE << SIGMOID_STEP_BITS) + 1) << _KNOT_SHIFT) - 1
+
+
+def sigmoid(t: torch.Tensor) -> torch.Tensor:
+    """sigmoid(t) * 2**PRECISION for t with :data:`T_FRAC` fractional bits.
+
+    Piecewise linear through a 1/64-step table of correctly rounded values on
+    [-16, 16], reaching exactly 0 at -16 - 1/64 and ``2**PRECISION`` at
+    16 + 1/64; constant beyond. Monotone non-decreasing in t.
+    """
+    t = t.clamp(_T_LOW, _T_HIGH) - _T_LOW
+    knot = _table("sigmoid", t.device)[t >> _KNOT_SHIFT]
+    frac = t & ((1 << _KNOT_SHIFT) - 1)
+    return (knot >> _SLOPE_BITS) + (((knot & ((1 << _SLOPE_BITS) - 1)) * frac) >> _KNOT_SHIFT)
+
+
+def requantize(acc: torch.Tensor, bias: torch.Tensor, multiplier: torch.Tensor, shift: int) -> torch.Tensor:
+    """floor((acc + bias) * multiplier / 2**shift) in int64, per channel (dim 1)."""
+    view = (1, -1) + (1,) * (acc.dim() - 2)
+    return ((acc + bias.view(view)) * multiplier.view(view)) >> shift
+
+
+def _conv_reference(x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
+    """Convolution as im2col + float64 matmul: exact for integer operands below 2**53."""
+    n, _, h, w = x.shape
+    cols = F.unfold(x.to(torch.float64), weight.shape[-2:], padding=padding)
+    out = weight.to(torch.float64).reshape(weight.shape[0], -1) @ cols
+    return out.reshape(n, weight.shape[0], h + 2 * padding - weight.shape[-2] + 1, w + 2 * padding - weight.shape[-1] + 1)
+
+
+_FAST_CONV_OK: dict[tuple, bool] = {}
+
+
+def _fast_conv_is_exact(device: torch.device, shape: tuple) -> bool:
+    """Probe once per layer shape whether float32 ``conv2d`` here sums exactly.
+
+    On CPU PyTorch runs float32 convolutions through oneDNN's direct algorithm,
+    which only adds exact products, so results are exact while partial sums stay
+    below 2**24. A reduced-precision math mode (bf16/TF32) or a Winograd/FFT
+    backend would break that; the probe catches it and we fall back to the
+    float64 reference path.
+    """
+    key = (device.type, shape)
+    ok = _FAST_CONV_OK.get(key)
+    if ok is None:
+        out_ch, in_ch, kh, kw = shape
+        gen = torch.Generator().manual_seed(1234)
+        weight = torch.randint(-255, 256, (out_ch, in_ch, kh, kw), generator=gen).float()
+        budget = (FLOAT32_EXACT_LIMIT - 1) // max(1, int(weight.abs().sum((1, 2, 3)).max()))
+        x = torch.randint(-budget, budget + 1, (2, in_ch, 9, 9), generator=gen).float()
+        fast = F.conv2d(x.to(device), weight.to(device), padding=kh // 2).cpu().double()
+        ok = bool(torch.equal(fast, _conv_reference(x, weight, kh // 2)))
+        _FAST_CONV_OK[key] = ok
+    return ok
+
+
+def exact_conv2d(x: torch.Tensor, weight: torch.Tensor, bound: int) -> torch.Tensor:
+    """Same-padded convolution of integer tensors, returned as exact int64.
+
+    ``bound`` is a proven upper bound of ``sum(|w| * |x|)`` for every output, so
+    float32 is used only when no partial sum can reach 2**24.
+    """
+    padding = weight.shape[-1] // 2
+    if x.device.type == "cpu" and bound < FLOAT32_EXACT_LIMIT and _fast_conv_is_exact(x.device, tuple(weight.shape)):
+        out = F.conv2d(x.to(torch.float32), weight.to(torch.float32), padding=padding)
+    else:
+        if bound >= FLOAT64_EXACT_LIMIT:
+            raise OverflowError("convolution bound exceeds exact float64 range")
+        out = _conv_reference(x, weight, padding)
+    return out.to(torch.int64)
