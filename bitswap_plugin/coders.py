@@ -86,7 +86,7 @@ def decode_seed(data: bytes, shapes: Sequence[tuple[int, int, int]]) -> list[np.
     """Inverse of :func:`encode_seed`, given the block shapes."""
     sizes = [int(np.prod(shape)) for shape in shapes]
     try:
-        raw = zlib.decompress(data, bufsize=max(1, sum(sizes)))
+        raw = zlib.decompressobj().decompress(data, sum(sizes) + 1)
     except zlib.error as exc:
         raise CorruptFileError(f"corrupt stream: seed block does not inflate ({exc})") from None
     if len(raw) != sum(sizes):

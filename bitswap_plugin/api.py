@@ -1,0 +1,239 @@
+"""The Python API: ``compress``, ``decompress`` and ``read_info``.
+
+Every front end (CLI, numcodecs, Zarr, Pillow) goes through these three
+functions; none of them touches the coder or the container directly.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import container, zoo
+from .ans import AnsCoder
+from .coders import METHODS, NETWORK_BATCH, Group, Plane, decode_planes, encode_planes
+from .errors import CorruptFileError, ImageTooLargeError, InvalidImageError
+
+MAX_IMAGE_PIXELS = 1 << 28
+"""Largest H*W accepted by default (a decompression-bomb guard); 16384 x 16384."""
+
+_MODES_BY_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+_SMALL_IMAGE_PATCHES = 16
+"""Up to this many patches, also try deflating everything and keep the smaller."""
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a ``.bsw`` header says, without decoding."""
+
+    height: int
+    width: int
+    mode: str
+    method: str
+    models: tuple[tuple[str, str], ...]
+    """(name, sha256) of each model the stream needs."""
+    size: int
+    """Total stream size in bytes."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        channels = len(self.mode)
+        return (self.height, self.width) if channels == 1 else (self.height, self.width, channels)
+
+    @property
+    def bits_per_subpixel(self) -> float:
+        return 8 * self.size / (self.height * self.width * len(self.mode))
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``None`` -> CPU; ``"auto"`` -> CUDA when available."""
+    if device is None:
+        return torch.device("cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidImageError(f"unknown device {device!r}") from exc
+
+
+def _check_pixels(height: int, width: int, max_pixels: int | None) -> None:
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    if height * width > limit:
+        raise ImageTooLargeError(f"image of {height}x{width} pixels exceeds the limit of {limit} pixels")
+
+
+def _as_image(array) -> tuple[np.ndarray, str]:
+    """Validate an array and view it as (H, W, C) uint8 with its mode."""
+    if isinstance(array, (bytes, bytearray, memoryview, str)):
+        raise InvalidImageError("expected an image array, got bytes or str")
+    try:
+        image = np.asarray(array)
+    except Exception as exc:  # noqa: BLE001 - anything numpy cannot view is not an image
+        raise InvalidImageError(f"cannot read the input as an array: {exc}") from None
+    if image.dtype != np.uint8:
+        raise InvalidImageError(f"only uint8 images can be coded, got dtype {image.dtype}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in _MODES_BY_CHANNELS:
+        raise InvalidImageError(f"expected an (H, W) or (H, W, C) array with C in 1..4, got shape {np.asarray(array).shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InvalidImageError(f"cannot code an empty image of shape {np.asarray(array).shape}")
+    return np.ascontiguousarray(image), _MODES_BY_CHANNELS[image.shape[2]]
+
+
+def _plane_layout(mode: str) -> list[tuple[slice, int]]:
+    """(channel slice, model channels) of each plane of an image mode."""
+    return {
+        "L": [(slice(0, 1), 1)],
+        "LA": [(slice(0, 1), 1), (slice(1, 2), 1)],
+        "RGB": [(slice(0, 3), 3)],
+        "RGBA": [(slice(0, 3), 3), (slice(3, 4), 1)],
+    }[mode]
+
+
+def _choose_models(mode: str, model: str | None) -> list[str]:
+    """Model name for each plane: ``model`` where its channel count fits, else the default."""
+    names = []
+    for _, channels in _plane_layout(mode):
+        name = zoo.DEFAULT_MODELS[channels]
+        if model is not None:
+            chosen = zoo.load_model(model).config.channels
+            if chosen == channels:
+                name = model
+            elif channels != 1 or mode in ("L", "LA"):
+                raise InvalidImageError(f"model {model!r} codes {chosen}-channel images; this {mode} image needs {channels}")
+        names.append(name)
+    return names
+
+
+def compress(
+    array,
+    *,
+    model: str | None = None,
+    method: str = "bitswap",
+    device: torch.device | str | None = None,
+    progress: Progress | None = None,
+    max_pixels: int | None = None,
+) -> bytes:
+    """Compress an 8-bit image losslessly into ``.bsw`` bytes.
+
+    ``array``: uint8, (H, W) or (H, W, C) with C = 1 (L), 2 (LA), 3 (RGB) or 4
+    (RGBA). ``model`` names the model for the colour (or grey) planes; alpha is
+    coded as a grey plane. ``method`` is ``"bitswap"`` or ``"bbans"``.
+    """
+    if method not in METHODS:
+        raise InvalidImageError(f"method must be one of {METHODS}, got {method!r}")
+    image, mode = _as_image(array)
+    height, width = image.shape[:2]
+    _check_pixels(height, width, max_pixels)
+    device = resolve_device(device)
+    names = _choose_models(mode, model)
+    unique = list(dict.fromkeys(names))
+    pixels = torch.from_numpy(image).permute(2, 0, 1)
+    planes = [Plane(pixels[channels].contiguous(), zoo.load_model(name, device=device)) for (channels, _), name in zip(_plane_layout(mode), names)]
+
+    header = container.Header(
+        height=height,
+        width=width,
+        mode=mode,
+        method=method,
+        pixel_crc=zlib.crc32(image),
+        models=[(name, zoo.model_hash(name)) for name in unique],
+        plane_models=[unique.index(name) for name in names],
+        seed_patches=1,
+        seed_length=0,
+    )
+    total_patches = sum(len(plane.grid) for plane in planes)
+    candidates = [1] if total_patches > _SMALL_IMAGE_PATCHES else sorted({1, total_patches})
+    best = None
+    for seed_patches in candidates:
+        seed, schedule, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches == 1 else None)
+        num_lanes, head, tail = coder.to_bytes()
+        header.seed_patches, header.seed_length = seed_patches, len(seed)
+        header.group_sizes = [g.stop - g.start for g in schedule]
+        header.lanes_added = [g.lanes_added for g in schedule]
+        header.num_lanes = num_lanes
+        data = container.pack(header, head, tail)
+        if best is None or len(data) < len(best):
+            best = data
+    return best
+
+
+def read_info(data: bytes) -> ImageInfo:
+    """Parse a ``.bsw`` header (no decoding; only the header bytes are needed)."""
+    header, start = container.read_header(data)
+    return ImageInfo(
+        height=header.height,
+        width=header.width,
+        mode=header.mode,
+        method=header.method,
+        models=tuple(header.models),
+        size=start + header.head_length + header.tail_length,
+    )
+
+
+def _schedule(header: container.Header, planes: list[Plane]) -> list[Group]:
+    """Rebuild the groups (plane, start, stop) from the stored sizes, validating them."""
+    sequence = [(index, patch) for index, plane in enumerate(planes) for patch in range(len(plane.grid))]
+    if not 1 <= header.seed_patches <= len(sequence):
+        raise CorruptFileError("corrupt .bsw file: invalid seed size")
+    position = header.seed_patches
+    groups = []
+    for size, lanes in zip(header.group_sizes, header.lanes_added):
+        if size < 1 or position + size > len(sequence):
+            raise CorruptFileError("corrupt .bsw file: invalid group schedule")
+        plane, start = sequence[position]
+        if sequence[position + size - 1][0] != plane:
+            raise CorruptFileError("corrupt .bsw file: a group spans two planes")
+        groups.append(Group(plane, start, start + size, lanes))
+        position += size
+    if position != len(sequence):
+        raise CorruptFileError("corrupt .bsw file: group schedule does not cover the image")
+    return groups
+
+
+def decompress(
+    data: bytes,
+    *,
+    device: torch.device | str | None = None,
+    progress: Progress | None = None,
+    max_pixels: int | None = None,
+    batch_size: int = NETWORK_BATCH,
+) -> np.ndarray:
+    """Decode ``.bsw`` bytes to a uint8 array, (H, W) for L or (H, W, C).
+
+    Raises :class:`~bitswap_plugin.errors.BitSwapError` subclasses for damaged,
+    truncated or foreign input, for missing models, and when the decoded pixels
+    do not match the stored checksum. ``batch_size`` only changes how many
+    patches go through the network at once, never the result.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CorruptFileError(f"expected .bsw bytes, got {type(data).__name__}")
+    header, head, tail = container.unpack(data)
+    _check_pixels(header.height, header.width, max_pixels)
+    device = resolve_device(device)
+    channels = len(header.mode)
+    models = [zoo.load_model(name, sha256, device) for name, sha256 in header.models]
+    image = torch.zeros((channels, header.height, header.width), dtype=torch.uint8, device=device)
+    planes = []
+    for (channel_slice, model_channels), index in zip(_plane_layout(header.mode), header.plane_models):
+        if models[index].config.channels != model_channels:
+            raise CorruptFileError("corrupt .bsw file: a plane names a model with the wrong channel count")
+        planes.append(Plane(image[channel_slice], models[index]))
+    schedule = _schedule(header, planes)
+    if header.num_lanes > 4096 or any(lanes > 4096 for lanes in header.lanes_added):
+        raise CorruptFileError("corrupt .bsw file: implausible lane count")
+    coder = AnsCoder.from_bytes(header.num_lanes, head, tail, device)
+    decode_planes(coder, planes, schedule, header.seed_patches, header.seed_length, header.method, batch_size, progress)
+    result = image.permute(1, 2, 0).contiguous().cpu().numpy()
+    if zlib.crc32(result) != header.pixel_crc:
+        raise CorruptFileError("corrupt .bsw file: decoded pixels fail the checksum")
+    return result[:, :, 0] if channels == 1 else result
+

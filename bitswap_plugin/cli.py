@@ -1,0 +1,119 @@
+"""The ``bitswap`` command: compress, decompress and inspect ``.bsw`` files."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from . import api
+from .coders import METHODS
+from .errors import BitSwapError
+from .images import from_array, to_array
+
+
+def _read_input(path: str) -> bytes:
+    return sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+
+
+def _write_output(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file + rename), or to stdout for ``-``."""
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _progress_bar(args: argparse.Namespace, desc: str) -> tqdm:
+    """A patch counter shown only on a terminal, only for work over a second."""
+    return tqdm(desc=desc, unit="patch", delay=1.0, disable=args.quiet or not sys.stderr.isatty(), leave=False)
+
+
+def _default_output(source: str, suffix: str) -> str:
+    if source == "-":
+        return "-"
+    return str(Path(source).with_suffix(suffix))
+
+
+def _compress(args: argparse.Namespace) -> None:
+    with Image.open(io.BytesIO(_read_input(args.input))) as image:
+        array = to_array(image)
+    with _progress_bar(args, "compress") as bar:
+        data = api.compress(array, model=args.model, method=args.method, device=args.device, progress=bar.update)
+    _write_output(args.output or _default_output(args.input, ".bsw"), data)
+    if not args.quiet and (args.output or args.input) != "-":
+        info = api.read_info(data)
+        print(f"{args.input}: {len(data)} bytes, {info.bits_per_subpixel:.3f} bits/subpixel", file=sys.stderr)
+
+
+def _decompress(args: argparse.Namespace) -> None:
+    data = _read_input(args.input)
+    with _progress_bar(args, "decompress") as bar:
+        array = api.decompress(data, device=args.device, progress=bar.update)
+    output = args.output or _default_output(args.input, ".png")
+    buffer = io.BytesIO()
+    fmt = "PNG" if output == "-" else (Image.registered_extensions().get(Path(output).suffix.lower()) or "PNG")
+    from_array(array).save(buffer, format=fmt)
+    _write_output(output, buffer.getvalue())
+
+
+def _info(args: argparse.Namespace) -> None:
+    info = api.read_info(_read_input(args.input))
+    models = ", ".join(f"{name} ({digest[:12]})" for name, digest in info.models)
+    print(f"{args.input}: {info.width}x{info.height} {info.mode}, method {info.method}, models {models}, "
+          f"{info.size} bytes, {info.bits_per_subpixel:.3f} bits/subpixel")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bitswap", description="Lossless image compression with Bit-Swap.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str, default_suffix: str | None):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("input", help="input file, or - for standard input")
+        if default_suffix:
+            cmd.add_argument("-o", "--output", help=f"output file, or - for standard output (default: input with {default_suffix})")
+            cmd.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: cpu)")
+            cmd.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+        return cmd
+
+    compress = add("compress", "compress an image (PNG, JPEG, ... any Pillow can read) to .bsw", ".bsw")
+    compress.add_argument("--model", default=None, help="model name (default: the bundled model for the image's channels)")
+    compress.add_argument("--method", default="bitswap", choices=METHODS, help="bits-back scheme (default: bitswap)")
+    compress.set_defaults(run=_compress)
+    add("decompress", "decompress a .bsw file (to PNG unless -o names another format)", ".png").set_defaults(run=_decompress)
+    add("info", "print what a .bsw header says", None).set_defaults(run=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (BitSwapError, UnidentifiedImageError, OSError) as exc:
+        message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        target = f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else ""
+        print(f"bitswap: error: {target}{message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The ``.bsw`` container: a checksummed header in front of an ANS payload.
+
+The byte layout is specified in ``docs/FORMAT.md``. This module only packs and
+unpacks it and checks everything that can be checked without decoding: magic,
+version, header checksum, field ranges, and that the file is exactly as long as
+the header says. The decoded pixels are checked against ``pixel_crc`` by the API.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from .errors import CorruptFileError, UnsupportedFormatError
+
+MAGIC = b"\x89BSW\r\n\x1a\n"
+VERSION = 1
+MODES = ("L", "LA", "RGB", "RGBA")
+METHODS = ("bitswap", "bbans")
+_FIXED = struct.Struct("<8sBBBBIII")  # magic, version, mode, method, patch, height, width, pixel crc
+_MAX_VARINT_BYTES = 10
+
+
+@dataclass
+class Header:
+    """Everything a decoder needs besides the payload."""
+
+    height: int
+    width: int
+    mode: str
+    method: str
+    pixel_crc: int
+    models: list[tuple[str, str]]
+    """(name, sha256 hex) of each model the stream uses."""
+    plane_models: list[int]
+    """Index into ``models`` of the model coding each plane."""
+    seed_patches: int
+    seed_length: int
+    group_sizes: list[int] = field(default_factory=list)
+    lanes_added: list[int] = field(default_factory=list)
+    num_lanes: int = 0
+    head_length: int = 0
+    tail_length: int = 0
+    patch_size: int = 32
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+class _Reader:
+    """Bounds-checked reads from the header bytes."""
+
+    def __init__(self, data: bytes, offset: int) -> None:
+        self.data = data
+        self.offset = offset
+
+    def take(self, count: int) -> bytes:
+        end = self.offset + count
+        if end > len(self.data):
+            raise CorruptFileError("corrupt .bsw file: header is truncated")
+        chunk = self.data[self.offset : end]
+        self.offset = end
+        return bytes(chunk)
+
+    def varint(self) -> int:
+        value = 0
+        for i in range(_MAX_VARINT_BYTES):
+            byte = self.take(1)[0]
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                return value
+        raise CorruptFileError("corrupt .bsw file: malformed header field")
+
+
+def pack(header: Header, head_bytes: bytes, tail_bytes: bytes) -> bytes:
+    """Serialize a header and payload into a complete ``.bsw`` byte string."""
+    body = bytearray(
+        _FIXED.pack(
+            MAGIC,
+            VERSION,
+            MODES.index(header.mode),
+            METHODS.index(header.method),
+            header.patch_size,
+            header.height,
+            header.width,
+            header.pixel_crc,
+        )
+    )
+    body += bytes([len(header.models)])
+    for name, digest in header.models:
+        encoded = name.encode()
+        body += bytes([len(encoded)]) + encoded + bytes.fromhex(digest)
+    body += bytes(header.plane_models)
+    for value in (header.seed_patches, header.seed_length, len(header.group_sizes)):
+        body += _varint(value)
+    for size, lanes in zip(header.group_sizes, header.lanes_added):
+        body += _varint(size) + _varint(lanes)
+    for value in (header.num_lanes, len(head_bytes), len(tail_bytes)):
+        body += _varint(value)
+    body += struct.pack("<I", zlib.crc32(body))
+    return bytes(body) + head_bytes + tail_bytes
+
+
+def planes_of(mode: str) -> int:
+    """How many coded planes an image mode has: alpha is a plane of its own."""
+    return {"L": 1, "LA": 2, "RGB": 1, "RGBA": 2}[mode]
+
+
+def read_header(data: bytes) -> tuple[Header, int]:
+    """Parse and verify the header at the start of ``data``: (header, payload offset).
+
+    Needs only the header bytes, not the payload; the payload lengths are read
+    but not checked against ``len(data)`` (:func:`unpack` does that).
+    """
+    data = memoryview(data)
+    if len(data) < len(MAGIC) or bytes(data[: len(MAGIC)]) != MAGIC:
+        raise CorruptFileError("not a .bsw file (wrong magic bytes)")
+    if len(data) < _FIXED.size:
+        raise CorruptFileError("corrupt .bsw file: header is truncated")
+    _, version, mode, method, patch, height, width, crc = _FIXED.unpack_from(data)
+    if version != VERSION:
+        raise UnsupportedFormatError(f".bsw format version {version} is not supported (this reader knows version {VERSION})")
+    reader = _Reader(data, _FIXED.size)
+    models = []
+    for _ in range(reader.take(1)[0]):
+        name = reader.take(reader.take(1)[0])
+        models.append((name.decode("utf-8", "replace"), reader.take(32).hex()))
+    if mode >= len(MODES) or method >= len(METHODS) or patch != 32:
+        raise CorruptFileError("corrupt .bsw file: invalid mode, method or patch size")
+    mode_name = MODES[mode]
+    plane_models = list(reader.take(planes_of(mode_name)))
+    seed_patches, seed_length, group_count = reader.varint(), reader.varint(), reader.varint()
+    if group_count > len(data):
+        raise CorruptFileError("corrupt .bsw file: implausible group count")
+    groups = [(reader.varint(), reader.varint()) for _ in range(group_count)]
+    num_lanes, head_length, tail_length = reader.varint(), reader.varint(), reader.varint()
+    header_end = reader.offset
+    (stored_crc,) = struct.unpack("<I", reader.take(4))
+    if zlib.crc32(data[:header_end]) != stored_crc:
+        raise CorruptFileError("corrupt .bsw file: header checksum mismatch")
+    if any(index >= len(models) for index in plane_models):
+        raise CorruptFileError("corrupt .bsw file: plane refers to a missing model")
+    header = Header(
+        height=height,
+        width=width,
+        mode=mode_name,
+        method=METHODS[method],
+        pixel_crc=crc,
+        models=models,
+        plane_models=plane_models,
+        seed_patches=seed_patches,
+        seed_length=seed_length,
+        group_sizes=[size for size, _ in groups],
+        lanes_added=[lanes for _, lanes in groups],
+        num_lanes=num_lanes,
+        head_length=head_length,
+        tail_length=tail_length,
+        patch_size=patch,
+    )
+    return header, reader.offset
+
+
+def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
+    """Parse and verify a whole ``.bsw`` byte string: (header, head bytes, tail bytes)."""
+    header, start = read_header(data)
+    end = start + header.head_length + header.tail_length
+    if len(data) < end:
+        raise CorruptFileError(f"truncated .bsw file: {len(data)} bytes, header promises {end}")
+    if len(data) > end:
+        raise CorruptFileError(f"corrupt .bsw file: {len(data) - end} unexpected bytes after the payload")
+    middle = start + header.head_length
+    return header, bytes(data[start:middle]), bytes(data[middle:end])
