@@ -36,6 +36,8 @@ class ImageInfo:
     width: int
     mode: str
     method: str
+    frames: int
+    stack: bool
     models: tuple[tuple[str, str], ...]
     """(name, sha256) of each model the stream needs."""
     size: int
@@ -43,12 +45,14 @@ class ImageInfo:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        channels = len(self.mode)
-        return (self.height, self.width) if channels == 1 else (self.height, self.width, channels)
+        """Shape of the array :func:`decompress` returns."""
+        if self.stack:
+            return (self.frames, self.height, self.width, len(self.mode))
+        return (self.height, self.width) if self.mode == "L" else (self.height, self.width, len(self.mode))
 
     @property
     def bits_per_subpixel(self) -> float:
-        return 8 * self.size / (self.height * self.width * len(self.mode))
+        return 8 * self.size / (self.frames * self.height * self.width * len(self.mode))
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
@@ -63,14 +67,14 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
         raise InvalidImageError(f"unknown device {device!r}") from exc
 
 
-def _check_pixels(height: int, width: int, max_pixels: int | None) -> None:
+def _check_pixels(pixels: int, description: str, max_pixels: int | None) -> None:
     limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    if height * width > limit:
-        raise ImageTooLargeError(f"image of {height}x{width} pixels exceeds the limit of {limit} pixels")
+    if pixels > limit:
+        raise ImageTooLargeError(f"{description} exceeds the limit of {limit} pixels")
 
 
-def _as_image(array) -> tuple[np.ndarray, str]:
-    """Validate an array and view it as (H, W, C) uint8 with its mode."""
+def _as_stack(array) -> tuple[np.ndarray, str, bool]:
+    """Validate an array and view it as an (N, H, W, C) uint8 stack: (stack, mode, was a stack)."""
     if isinstance(array, (bytes, bytearray, memoryview, str)):
         raise InvalidImageError("expected an image array, got bytes or str")
     try:
@@ -79,13 +83,17 @@ def _as_image(array) -> tuple[np.ndarray, str]:
         raise InvalidImageError(f"cannot read the input as an array: {exc}") from None
     if image.dtype != np.uint8:
         raise InvalidImageError(f"only uint8 images can be coded, got dtype {image.dtype}")
+    shape = image.shape
+    is_stack = image.ndim == 4
     if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in _MODES_BY_CHANNELS:
-        raise InvalidImageError(f"expected an (H, W) or (H, W, C) array with C in 1..4, got shape {np.asarray(array).shape}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise InvalidImageError(f"cannot code an empty image of shape {np.asarray(array).shape}")
-    return np.ascontiguousarray(image), _MODES_BY_CHANNELS[image.shape[2]]
+        image = image[None, :, :, None]
+    elif image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[3] not in _MODES_BY_CHANNELS:
+        raise InvalidImageError(f"expected an (H, W), (H, W, C) or (N, H, W, C) array with C in 1..4, got shape {shape}")
+    if 0 in image.shape:
+        raise InvalidImageError(f"cannot code an empty image of shape {shape}")
+    return np.require(image, requirements=["C", "W"]), _MODES_BY_CHANNELS[image.shape[3]], is_stack
 
 
 def _plane_layout(mode: str) -> list[tuple[slice, int]]:
@@ -122,29 +130,37 @@ def compress(
     progress: Progress | None = None,
     max_pixels: int | None = None,
 ) -> bytes:
-    """Compress an 8-bit image losslessly into ``.bsw`` bytes.
+    """Compress an 8-bit image, or a stack of images, losslessly into ``.bsw`` bytes.
 
     ``array``: uint8, (H, W) or (H, W, C) with C = 1 (L), 2 (LA), 3 (RGB) or 4
-    (RGBA). ``model`` names the model for the colour (or grey) planes; alpha is
-    coded as a grey plane. ``method`` is ``"bitswap"`` or ``"bbans"``.
+    (RGBA), or an (N, H, W, C) stack coded as one bits-back chain (the start-up
+    cost is paid once). ``model`` names the model for the colour (or grey)
+    planes; alpha is coded as a grey plane. ``method`` is ``"bitswap"`` or
+    ``"bbans"``.
     """
     if method not in METHODS:
         raise InvalidImageError(f"method must be one of {METHODS}, got {method!r}")
-    image, mode = _as_image(array)
-    height, width = image.shape[:2]
-    _check_pixels(height, width, max_pixels)
+    stack, mode, is_stack = _as_stack(array)
+    frames, height, width = stack.shape[:3]
+    _check_pixels(frames * height * width, f"{frames} image(s) of {height}x{width} pixels", max_pixels)
     device = resolve_device(device)
     names = _choose_models(mode, model)
     unique = list(dict.fromkeys(names))
-    pixels = torch.from_numpy(image).permute(2, 0, 1)
-    planes = [Plane(pixels[channels].contiguous(), zoo.load_model(name, device=device)) for (channels, _), name in zip(_plane_layout(mode), names)]
-
+    models = {name: zoo.load_model(name, device=device) for name in unique}
+    pixels = torch.from_numpy(stack).permute(0, 3, 1, 2)
+    planes = [
+        Plane(pixels[frame, channels].contiguous(), models[name])
+        for frame in range(frames)
+        for (channels, _), name in zip(_plane_layout(mode), names)
+    ]
     header = container.Header(
         height=height,
         width=width,
         mode=mode,
         method=method,
-        pixel_crc=zlib.crc32(image),
+        pixel_crc=zlib.crc32(stack),
+        frames=frames,
+        stack=is_stack,
         models=[(name, zoo.model_hash(name)) for name in unique],
         plane_models=[unique.index(name) for name in names],
         seed_patches=1,
@@ -174,6 +190,8 @@ def read_info(data: bytes) -> ImageInfo:
         width=header.width,
         mode=header.mode,
         method=header.method,
+        frames=header.frames,
+        stack=header.stack,
         models=tuple(header.models),
         size=start + header.head_length + header.tail_length,
     )
@@ -207,7 +225,7 @@ def decompress(
     max_pixels: int | None = None,
     batch_size: int = NETWORK_BATCH,
 ) -> np.ndarray:
-    """Decode ``.bsw`` bytes to a uint8 array, (H, W) for L or (H, W, C).
+    """Decode ``.bsw`` bytes to a uint8 array: (H, W) for L, (H, W, C), or (N, H, W, C) for a stack.
 
     Raises :class:`~bitswap_plugin.errors.BitSwapError` subclasses for damaged,
     truncated or foreign input, for missing models, and when the decoded pixels
@@ -217,23 +235,26 @@ def decompress(
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CorruptFileError(f"expected .bsw bytes, got {type(data).__name__}")
     header, head, tail = container.unpack(data)
-    _check_pixels(header.height, header.width, max_pixels)
+    frames, height, width = header.frames, header.height, header.width
+    _check_pixels(frames * height * width, f"{frames} image(s) of {height}x{width} pixels", max_pixels)
     device = resolve_device(device)
     channels = len(header.mode)
     models = [zoo.load_model(name, sha256, device) for name, sha256 in header.models]
-    image = torch.zeros((channels, header.height, header.width), dtype=torch.uint8, device=device)
+    stack = torch.zeros((frames, channels, height, width), dtype=torch.uint8, device=device)
     planes = []
-    for (channel_slice, model_channels), index in zip(_plane_layout(header.mode), header.plane_models):
-        if models[index].config.channels != model_channels:
-            raise CorruptFileError("corrupt .bsw file: a plane names a model with the wrong channel count")
-        planes.append(Plane(image[channel_slice], models[index]))
+    for frame in range(frames):
+        for (channel_slice, model_channels), index in zip(_plane_layout(header.mode), header.plane_models):
+            if models[index].config.channels != model_channels:
+                raise CorruptFileError("corrupt .bsw file: a plane names a model with the wrong channel count")
+            planes.append(Plane(stack[frame, channel_slice], models[index]))
     schedule = _schedule(header, planes)
     if header.num_lanes > 4096 or any(lanes > 4096 for lanes in header.lanes_added):
         raise CorruptFileError("corrupt .bsw file: implausible lane count")
     coder = AnsCoder.from_bytes(header.num_lanes, head, tail, device)
     decode_planes(coder, planes, schedule, header.seed_patches, header.seed_length, header.method, batch_size, progress)
-    result = image.permute(1, 2, 0).contiguous().cpu().numpy()
+    result = stack.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     if zlib.crc32(result) != header.pixel_crc:
         raise CorruptFileError("corrupt .bsw file: decoded pixels fail the checksum")
-    return result[:, :, 0] if channels == 1 else result
-
+    if header.stack:
+        return result
+    return result[0, :, :, 0] if channels == 1 else result[0]

@@ -18,7 +18,8 @@ MAGIC = b"\x89BSW\r\n\x1a\n"
 VERSION = 1
 MODES = ("L", "LA", "RGB", "RGBA")
 METHODS = ("bitswap", "bbans")
-_FIXED = struct.Struct("<8sBBBBIII")  # magic, version, mode, method, patch, height, width, pixel crc
+_FIXED = struct.Struct("<8sBBBBBIIII")  # magic, version, mode, method, patch, flags, height, width, frames, pixel crc
+_FLAG_STACK = 1
 _MAX_VARINT_BYTES = 10
 
 
@@ -31,6 +32,10 @@ class Header:
     mode: str
     method: str
     pixel_crc: int
+    frames: int
+    """Number of images coded in one chain (all of one size and mode)."""
+    stack: bool
+    """The input was an (N, H, W, C) stack, to be returned as one."""
     models: list[tuple[str, str]]
     """(name, sha256 hex) of each model the stream uses."""
     plane_models: list[int]
@@ -89,8 +94,10 @@ def pack(header: Header, head_bytes: bytes, tail_bytes: bytes) -> bytes:
             MODES.index(header.mode),
             METHODS.index(header.method),
             header.patch_size,
+            _FLAG_STACK if header.stack else 0,
             header.height,
             header.width,
+            header.frames,
             header.pixel_crc,
         )
     )
@@ -125,7 +132,7 @@ def read_header(data: bytes) -> tuple[Header, int]:
         raise CorruptFileError("not a .bsw file (wrong magic bytes)")
     if len(data) < _FIXED.size:
         raise CorruptFileError("corrupt .bsw file: header is truncated")
-    _, version, mode, method, patch, height, width, crc = _FIXED.unpack_from(data)
+    _, version, mode, method, patch, flags, height, width, frames, crc = _FIXED.unpack_from(data)
     if version != VERSION:
         raise UnsupportedFormatError(f".bsw format version {version} is not supported (this reader knows version {VERSION})")
     reader = _Reader(data, _FIXED.size)
@@ -133,8 +140,10 @@ def read_header(data: bytes) -> tuple[Header, int]:
     for _ in range(reader.take(1)[0]):
         name = reader.take(reader.take(1)[0])
         models.append((name.decode("utf-8", "replace"), reader.take(32).hex()))
-    if mode >= len(MODES) or method >= len(METHODS) or patch != 32:
-        raise CorruptFileError("corrupt .bsw file: invalid mode, method or patch size")
+    if mode >= len(MODES) or method >= len(METHODS) or patch != 32 or flags & ~_FLAG_STACK:
+        raise CorruptFileError("corrupt .bsw file: invalid mode, method, patch size or flags")
+    if not (height and width and frames):
+        raise CorruptFileError("corrupt .bsw file: empty image")
     mode_name = MODES[mode]
     plane_models = list(reader.take(planes_of(mode_name)))
     seed_patches, seed_length, group_count = reader.varint(), reader.varint(), reader.varint()
@@ -154,6 +163,8 @@ def read_header(data: bytes) -> tuple[Header, int]:
         mode=mode_name,
         method=METHODS[method],
         pixel_crc=crc,
+        frames=frames,
+        stack=bool(flags & _FLAG_STACK),
         models=models,
         plane_models=plane_models,
         seed_patches=seed_patches,

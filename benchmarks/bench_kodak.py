@@ -1,0 +1,109 @@
+"""Bit-Swap on a folder of images: bits per subpixel, -ELBO, and seconds each way.
+
+    python benchmarks/bench_kodak.py [--images DIR] [--limit N] [--method bitswap]
+
+Reports file bits per subpixel (what users pay), the integer model's -ELBO on
+the same patches (what the coder should reach), encode and decode seconds per
+image, and the same-run baselines PNG and, when imagecodecs is installed,
+JPEG-XL lossless effort 7. Results go to benchmarks/results/kodak-<method>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import bitswap_plugin as bsw
+from bitswap_plugin import zoo
+from bitswap_plugin.integer_model import integer_neg_elbo
+from bitswap_plugin.patches import PatchGrid
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def _baselines(array: np.ndarray) -> dict[str, tuple[int, float]]:
+    """(bytes, encode seconds) of PNG and JPEG-XL e7 for the same pixels."""
+    out = {}
+    buffer = io.BytesIO()
+    _, seconds = _timed(Image.fromarray(array).save, buffer, format="PNG", optimize=True)
+    out["png"] = (len(buffer.getvalue()), seconds)
+    try:
+        import imagecodecs
+
+        data, seconds = _timed(imagecodecs.jpegxl_encode, array, lossless=True, effort=7)
+        out["jpegxl-e7"] = (len(data), seconds)
+    except (ImportError, AttributeError):
+        pass
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "datasets" / "kodak")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    parser.add_argument("--method", default="bitswap", choices=["bitswap", "bbans"])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    paths = sorted(args.images.glob("*.png"))[: args.limit]
+    model = zoo.load_model(args.model or zoo.DEFAULT_MODELS[3])
+    rows = []
+    for path in paths:
+        array = np.asarray(Image.open(path).convert("RGB"))
+        data, encode_s = _timed(bsw.compress, array, model=args.model, method=args.method)
+        decoded, decode_s = _timed(bsw.decompress, data)
+        assert np.array_equal(decoded, array), f"{path.name} did not round-trip"
+        grid = PatchGrid(*array.shape[:2])
+        patches = grid.extract(torch.from_numpy(array).permute(2, 0, 1), 0, len(grid))
+        torch.manual_seed(0)
+        elbo = integer_neg_elbo(model, patches) * patches.numel() / array.size  # padding costs nothing in the file
+        row = {"image": path.name, "subpixels": array.size, "bytes": len(data), "bpsp": 8 * len(data) / array.size,
+               "neg_elbo_bpsp": elbo, "encode_s": encode_s, "decode_s": decode_s}
+        for name, (size, seconds) in _baselines(array).items():
+            row[f"{name}_bpsp"] = 8 * size / array.size
+            row[f"{name}_encode_s"] = seconds
+        rows.append(row)
+        print(f"{path.name}: {row['bpsp']:.3f} bpsp (-ELBO {elbo:.3f}, PNG {row['png_bpsp']:.3f}"
+              + (f", JPEG-XL {row['jpegxl-e7_bpsp']:.3f}" if "jpegxl-e7_bpsp" in row else "")
+              + f"), encode {encode_s:.2f} s, decode {decode_s:.2f} s", flush=True)
+
+    total = sum(r["subpixels"] for r in rows)
+    summary = {"images": len(rows), "method": args.method, "model": model.config.name,
+               "bpsp": sum(8 * r["bytes"] for r in rows) / total,
+               "neg_elbo_bpsp": sum(r["neg_elbo_bpsp"] * r["subpixels"] for r in rows) / total,
+               "median_encode_s": statistics.median(r["encode_s"] for r in rows),
+               "median_decode_s": statistics.median(r["decode_s"] for r in rows)}
+    for key in [k for k in rows[0] if k.endswith("_bpsp") and k not in ("bpsp", "neg_elbo_bpsp")]:
+        summary[key] = sum(r[key] * r["subpixels"] for r in rows) / total
+    for key in [k for k in rows[0] if k.endswith("_encode_s") and k != "encode_s"]:
+        summary[f"median_{key}"] = statistics.median(r[key] for r in rows)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+            "torch": torch.__version__, "commit": commit}
+    print(json.dumps(summary, indent=2))
+    target = args.json or ROOT / "benchmarks" / "results" / f"kodak-{args.method}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"meta": meta, "summary": summary, "images": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

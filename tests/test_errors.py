@@ -1,0 +1,167 @@
+"""Bad input gets a clear BitSwapError (a ValueError) and never wrong pixels."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+import bitswap_plugin as bsw
+from bitswap_plugin import container
+from bitswap_plugin.errors import (
+    BitSwapError,
+    CorruptFileError,
+    ImageTooLargeError,
+    InvalidImageError,
+    ModelNotFoundError,
+    UnsupportedFormatError,
+)
+
+
+@pytest.fixture(scope="module")
+def encoded() -> tuple[np.ndarray, bytes]:
+    rng = np.random.default_rng(7)
+    image = (np.add.outer(np.arange(48), np.arange(80))[:, :, None] + rng.integers(0, 9, (48, 80, 3))).astype(np.uint8)
+    return image, bsw.compress(image)
+
+
+def _rewrite_header(data: bytes, **changes) -> bytes:
+    header, head, tail = container.unpack(data)
+    for name, value in changes.items():
+        setattr(header, name, value)
+    return container.pack(header, head, tail)
+
+
+def test_errors_are_value_errors():
+    for cls in (CorruptFileError, ImageTooLargeError, InvalidImageError, ModelNotFoundError, UnsupportedFormatError):
+        assert issubclass(cls, BitSwapError) and issubclass(cls, ValueError)
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((4, 4), np.uint16), "uint8"),
+        (np.zeros((4, 4), np.float32), "uint8"),
+        (np.zeros((4, 4), bool), "uint8"),
+        (np.zeros((4, 4, 5), np.uint8), "C in 1..4"),
+        (np.zeros((2, 4, 4, 5), np.uint8), "C in 1..4"),
+        (np.zeros((1, 2, 4, 4, 3), np.uint8), "C in 1..4"),
+        (np.zeros(16, np.uint8), "C in 1..4"),
+        (np.zeros((0, 4), np.uint8), "empty"),
+        (np.zeros((4, 0, 3), np.uint8), "empty"),
+        (b"not an image", "bytes"),
+        ([[1, 2], [3, 4]], "uint8"),
+    ],
+)
+def test_invalid_arrays_are_refused(array, message):
+    with pytest.raises(InvalidImageError, match=message):
+        bsw.compress(array)
+
+
+def test_unknown_method_and_model_are_refused():
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(InvalidImageError, match="method"):
+        bsw.compress(image, method="cabac")
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        bsw.compress(image, model="no-such-model")
+    with pytest.raises(InvalidImageError, match="3-channel"):
+        bsw.compress(np.zeros((8, 8), np.uint8), model="tiny-rgb")
+
+
+def test_too_many_pixels_refused_before_work():
+    with pytest.raises(ImageTooLargeError):
+        bsw.compress(np.zeros((64, 64), np.uint8), max_pixels=1000)
+
+
+def test_every_truncation_is_detected(encoded):
+    _, data = encoded
+    for length in list(range(0, 120)) + list(range(120, len(data), 97)):
+        with pytest.raises(CorruptFileError):
+            bsw.decompress(data[:length])
+
+
+def test_trailing_bytes_are_detected(encoded):
+    _, data = encoded
+    with pytest.raises(CorruptFileError, match="unexpected bytes"):
+        bsw.decompress(data + b"\0")
+
+
+def test_wrong_magic_and_foreign_files(encoded):
+    _, data = encoded
+    with pytest.raises(CorruptFileError, match="magic"):
+        bsw.decompress(b"\x89PNG\r\n\x1a\n" + data[8:])
+    with pytest.raises(CorruptFileError):
+        bsw.decompress(b"")
+    with pytest.raises(CorruptFileError, match="bytes"):
+        bsw.decompress(np.zeros(10, np.uint8))  # an array is not a stream
+
+
+def test_unknown_version(encoded):
+    _, data = encoded
+    with pytest.raises(UnsupportedFormatError, match="version 2"):
+        bsw.decompress(data[:8] + b"\x02" + data[9:])
+
+
+def test_header_corruption_is_caught_by_its_checksum(encoded):
+    _, data = encoded
+    damaged = bytearray(data)
+    damaged[13] ^= 0x01  # height
+    with pytest.raises(CorruptFileError, match="checksum"):
+        bsw.decompress(bytes(damaged))
+
+
+def test_payload_corruption_never_returns_wrong_pixels(encoded):
+    image, data = encoded
+    header_size = container.read_header(data)[1]
+    rng = np.random.default_rng(3)
+    for position in rng.integers(header_size, len(data), 25):
+        damaged = bytearray(data)
+        damaged[position] ^= 1 << int(rng.integers(8))
+        try:
+            out = bsw.decompress(bytes(damaged))
+        except CorruptFileError:
+            continue
+        np.testing.assert_array_equal(out, image)  # only harmless flips may decode
+
+
+def test_absurd_dimensions_are_refused_before_allocating(encoded):
+    _, data = encoded
+    with pytest.raises(ImageTooLargeError, match="100000x100000"):
+        bsw.decompress(_rewrite_header(data, height=100_000, width=100_000))
+
+
+def test_inconsistent_schedule_is_corrupt(encoded):
+    _, data = encoded
+    header = container.unpack(data)[0]
+    with pytest.raises(CorruptFileError):
+        bsw.decompress(_rewrite_header(data, group_sizes=header.group_sizes[:-1], lanes_added=header.lanes_added[:-1]))
+    with pytest.raises(CorruptFileError):
+        bsw.decompress(_rewrite_header(data, seed_patches=0))
+
+
+def test_missing_model_is_named(encoded):
+    _, data = encoded
+    with pytest.raises(ModelNotFoundError, match="'imaginary-v9'"):
+        bsw.decompress(_rewrite_header(data, models=[("imaginary-v9", "ab" * 32)]))
+
+
+def test_model_with_other_hash_is_refused(encoded):
+    _, data = encoded
+    header = container.unpack(data)[0]
+    with pytest.raises(ModelNotFoundError, match="hash"):
+        bsw.decompress(_rewrite_header(data, models=[(header.models[0][0], "00" * 32)]))
+
+
+def test_pixel_checksum_guards_the_output(encoded):
+    _, data = encoded
+    with pytest.raises(CorruptFileError, match="checksum"):
+        bsw.decompress(_rewrite_header(data, pixel_crc=(container.unpack(data)[0].pixel_crc + 1) % 2**32))
+
+
+def test_read_info_rejects_garbage():
+    with pytest.raises(CorruptFileError):
+        bsw.read_info(b"\x89BSW\r\n\x1a\n" + struct.pack("<B", 1) + bytes(3))
+    with pytest.raises(CorruptFileError):
+        bsw.read_info(zlib.compress(b"hello"))
