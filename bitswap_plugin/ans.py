@@ -112,7 +112,9 @@ class AnsCoder:
 
     def _steps(self, count: int) -> list[tuple[int, int]]:
         lanes = self.num_lanes
-        if lanes == 0 and count:
+        if count == 0:
+            return []
+        if lanes == 0:
             raise ValueError("the coder has no lanes; call grow() first")
         return [(lo, min(lo + lanes, count)) for lo in range(0, count, lanes)]
 
@@ -183,6 +185,8 @@ class AnsCoder:
         """Rebuild a coder from :meth:`to_bytes` output; raises CorruptFileError on bad data."""
         import numpy as np
 
+        if num_lanes < 0:
+            raise CorruptFileError("corrupt stream: negative lane count")
         coder = cls(device, precision)
         packed = int.from_bytes(head_bytes, "little")
         heads = []

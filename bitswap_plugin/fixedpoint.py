@@ -55,26 +55,24 @@ def _decimal_context() -> decimal.Context:
 
 @functools.lru_cache(maxsize=None)
 def _sigmoid_table() -> tuple[int, ...]:
-    ctx = _decimal_context()
-    one = decimal.Decimal(1)
-    step = decimal.Decimal(1) / (1 << SIGMOID_STEP_BITS)
-    n = 2 * SIGMOID_RANGE << SIGMOID_STEP_BITS
-    values = []
-    for i in range(n + 1):
-        t = (i - n // 2) * step
-        sig = ctx.divide(one, ctx.add(one, ctx.exp(-t)))
-        values.append(int(ctx.multiply(sig, 1 << PRECISION).to_integral_value(decimal.ROUND_HALF_EVEN)))
-    return tuple(values)
+    with decimal.localcontext(_decimal_context()):
+        one = decimal.Decimal(1)
+        step = one / (1 << SIGMOID_STEP_BITS)
+        n = 2 * SIGMOID_RANGE << SIGMOID_STEP_BITS
+        return tuple(
+            int((one / (one + (-(i - n // 2) * step).exp()) * (1 << PRECISION)).to_integral_value())
+            for i in range(n + 1)
+        )
 
 
 @functools.lru_cache(maxsize=None)
 def _inv_scale_table() -> tuple[int, ...]:
-    ctx = _decimal_context()
-    frac = decimal.Decimal(1 << LOG_SCALE_FRAC)
-    return tuple(
-        int(ctx.multiply(ctx.exp(-decimal.Decimal(code) / frac), 1 << INV_SCALE_FRAC).to_integral_value(decimal.ROUND_HALF_EVEN))
-        for code in range(LOG_SCALE_MIN, LOG_SCALE_MAX + 1)
-    )
+    with decimal.localcontext(_decimal_context()):
+        frac = decimal.Decimal(1 << LOG_SCALE_FRAC)
+        return tuple(
+            int(((-decimal.Decimal(code) / frac).exp() * (1 << INV_SCALE_FRAC)).to_integral_value())
+            for code in range(LOG_SCALE_MIN, LOG_SCALE_MAX + 1)
+        )
 
 
 _TABLES: dict[tuple[str, torch.device], torch.Tensor] = {}
@@ -86,9 +84,10 @@ def _packed_sigmoid_table() -> list[int]:
     """Sigmoid table with a 0 prepended, entries packed as ``value << 20 | slope``.
 
     One gather then yields both the value at the left knot and the slope to the
-    next knot. The last knot's slope reaches exactly ``2**PRECISION``.
+    next knot. The table runs from 0 at -16 - 1/64 to ``2**PRECISION`` at
+    16 + 1/64 (a final flat knot holds that value).
     """
-    values = (0,) + _sigmoid_table() + (1 << PRECISION,)
+    values = (0,) + _sigmoid_table() + (1 << PRECISION, 1 << PRECISION)
     return [(v << _SLOPE_BITS) | (w - v) for v, w in zip(values, values[1:])]
 
 
@@ -111,7 +110,7 @@ def inverse_scale(log_scale: torch.Tensor) -> torch.Tensor:
 
 _KNOT_SHIFT = T_FRAC - SIGMOID_STEP_BITS
 _T_LOW = -((SIGMOID_RANGE << SIGMOID_STEP_BITS) + 1) << _KNOT_SHIFT
-_T_HIGH = (((SIGMOID_RANGE << SIGMOID_STEP_BITS) + 1) << _KNOT_SHIFT) - 1
+_T_HIGH = ((SIGMOID_RANGE << SIGMOID_STEP_BITS) + 1) << _KNOT_SHIFT
 
 
 def sigmoid(t: torch.Tensor) -> torch.Tensor:
