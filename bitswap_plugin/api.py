@@ -15,7 +15,7 @@ import torch
 
 from . import container, zoo
 from .ans import AnsCoder
-from .coders import METHODS, NETWORK_BATCH, Group, Plane, decode_planes, encode_planes
+from .coders import METHODS, NETWORK_BATCH, Plane, decode_planes, encode_planes, schedule
 from .errors import CorruptFileError, ImageTooLargeError, InvalidImageError
 
 MAX_IMAGE_PIXELS = 1 << 28
@@ -150,8 +150,8 @@ def compress(
     pixels = torch.from_numpy(stack).permute(0, 3, 1, 2)
     planes = [
         Plane(pixels[frame, channels].contiguous(), models[name])
-        for frame in range(frames)
         for (channels, _), name in zip(_plane_layout(mode), names)
+        for frame in range(frames)
     ]
     header = container.Header(
         height=height,
@@ -170,11 +170,11 @@ def compress(
     candidates = [1] if total_patches > _SMALL_IMAGE_PATCHES else sorted({1, total_patches})
     best = None
     for seed_patches in candidates:
-        seed, schedule, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches == 1 else None)
+        seed, groups, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches == 1 else None)
         num_lanes, head, tail = coder.to_bytes()
         header.seed_patches, header.seed_length = seed_patches, len(seed)
-        header.group_sizes = [g.stop - g.start for g in schedule]
-        header.lanes_added = [g.lanes_added for g in schedule]
+        header.group_sizes = [g.size for g in groups]
+        header.lanes_added = [g.lanes_added for g in groups]
         header.num_lanes = num_lanes
         data = container.pack(header, head, tail)
         if best is None or len(data) < len(best):
@@ -195,26 +195,6 @@ def read_info(data: bytes) -> ImageInfo:
         models=tuple(header.models),
         size=start + header.head_length + header.tail_length,
     )
-
-
-def _schedule(header: container.Header, planes: list[Plane]) -> list[Group]:
-    """Rebuild the groups (plane, start, stop) from the stored sizes, validating them."""
-    sequence = [(index, patch) for index, plane in enumerate(planes) for patch in range(len(plane.grid))]
-    if not 1 <= header.seed_patches <= len(sequence):
-        raise CorruptFileError("corrupt .bsw file: invalid seed size")
-    position = header.seed_patches
-    groups = []
-    for size, lanes in zip(header.group_sizes, header.lanes_added):
-        if size < 1 or position + size > len(sequence):
-            raise CorruptFileError("corrupt .bsw file: invalid group schedule")
-        plane, start = sequence[position]
-        if sequence[position + size - 1][0] != plane:
-            raise CorruptFileError("corrupt .bsw file: a group spans two planes")
-        groups.append(Group(plane, start, start + size, lanes))
-        position += size
-    if position != len(sequence):
-        raise CorruptFileError("corrupt .bsw file: group schedule does not cover the image")
-    return groups
 
 
 def decompress(
@@ -242,16 +222,15 @@ def decompress(
     models = [zoo.load_model(name, sha256, device) for name, sha256 in header.models]
     stack = torch.zeros((frames, channels, height, width), dtype=torch.uint8, device=device)
     planes = []
-    for frame in range(frames):
-        for (channel_slice, model_channels), index in zip(_plane_layout(header.mode), header.plane_models):
-            if models[index].config.channels != model_channels:
-                raise CorruptFileError("corrupt .bsw file: a plane names a model with the wrong channel count")
-            planes.append(Plane(stack[frame, channel_slice], models[index]))
-    schedule = _schedule(header, planes)
+    for (channel_slice, model_channels), index in zip(_plane_layout(header.mode), header.plane_models):
+        if models[index].config.channels != model_channels:
+            raise CorruptFileError("corrupt .bsw file: a plane names a model with the wrong channel count")
+        planes.extend(Plane(stack[frame, channel_slice], models[index]) for frame in range(frames))
+    groups = schedule(planes, header.seed_patches, header.group_sizes, header.lanes_added)
     if header.num_lanes > 4096 or any(lanes > 4096 for lanes in header.lanes_added):
         raise CorruptFileError("corrupt .bsw file: implausible lane count")
     coder = AnsCoder.from_bytes(header.num_lanes, head, tail, device)
-    decode_planes(coder, planes, schedule, header.seed_patches, header.seed_length, header.method, batch_size, progress)
+    decode_planes(coder, planes, groups, header.seed_patches, header.seed_length, header.method, batch_size, progress)
     result = stack.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     if zlib.crc32(result) != header.pixel_crc:
         raise CorruptFileError("corrupt .bsw file: decoded pixels fail the checksum")

@@ -94,13 +94,14 @@ def test_batch_size_does_not_change_the_result(photo):
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("channels", [1, 4])
 def test_stack_is_one_chain_and_keeps_its_shape(channels, photo):
-    frames = np.stack([np.roll(photo, 9 * k, axis=1)[:40, :50] for k in range(3)])
+    big = np.resize(photo, (136, 160, 3))
+    frames = np.stack([np.roll(big, 9 * k, axis=1) for k in range(2)])
     stack = frames[..., :channels] if channels < 4 else np.concatenate([frames, frames[..., :1]], axis=3)
     data = bsw.compress(stack)
     info = bsw.read_info(data)
-    assert (info.frames, info.stack, info.shape) == (3, True, stack.shape)
+    assert (info.frames, info.stack, info.shape) == (2, True, stack.shape)
     np.testing.assert_array_equal(bsw.decompress(data), stack)
     singles = sum(len(bsw.compress(frame)) for frame in stack)
-    assert len(data) < singles  # one seed, one start-up cost
+    assert len(data) < singles  # one seed, one start-up cost, groups that run across frames
