@@ -6,6 +6,7 @@
 (40, 50, 3)
 """
 
+from . import BswImagePlugin  # noqa: F401 - registers the BSW format with Pillow
 from .api import MAX_IMAGE_PIXELS, ImageInfo, compress, decompress, read_info
 from .errors import (
     BitSwapError,
@@ -34,3 +35,15 @@ __all__ = [
     "ModelNotFoundError",
     "UnsupportedFormatError",
 ]
+
+_LAZY = {"BitSwap": "numcodecs_codec", "BitSwapCodec": "zarr_codec"}
+"""``bitswap_plugin.BitSwap`` (numcodecs) and ``BitSwapCodec`` (Zarr v3), imported on first
+use so that numcodecs and zarr stay optional (and out of ``__all__``)."""
+
+
+def __getattr__(name: str) -> type:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

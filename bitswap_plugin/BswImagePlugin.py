@@ -1,0 +1,136 @@
+"""Pillow plugin for ``.bsw`` files: format ``BSW``, registered when ``bitswap_plugin`` is imported.
+
+``Image.open`` reads only the header (size, mode, frames); ``load()`` decodes.
+A stack is one bits-back chain, so the first ``load()`` decodes every frame and
+``seek`` then picks one. ``im.save("x.bsw", model=..., method=...)`` writes L,
+LA, RGB and RGBA (1 and P converted losslessly); ``save_all=True`` writes all
+frames (and ``append_images``), all of one size and mode, as a stack.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import IO
+
+import numpy as np
+from PIL import Image, ImageFile, ImageSequence, UnidentifiedImageError
+
+from . import api
+from .errors import BitSwapError, InvalidImageError
+from .images import to_array
+
+FORMAT = "BSW"
+MIME = "image/x-bsw"
+_MAGIC = b"\x89BSW\r\n\x1a\n"
+_FIRST_READ = 512
+"""Bytes read first to parse the header (a header is rarely longer; reads double until it parses)."""
+
+
+def _accept(prefix: bytes) -> bool:
+    return prefix.startswith(_MAGIC)
+
+
+def _read_header(fp: IO[bytes]) -> api.ImageInfo:
+    """Parse the header at the start of ``fp``, reading little more than it (doubling reads)."""
+    data = fp.read(_FIRST_READ)
+    while True:
+        try:
+            return api.read_info(data)
+        except BitSwapError:
+            more = fp.read(len(data))
+            if not more:
+                raise
+            data += more
+
+
+class BswImageFile(ImageFile.ImageFile):
+    format = FORMAT
+    format_description = "Bit-Swap learned lossless image"
+
+    def _open(self) -> None:
+        assert self.fp is not None
+        try:
+            info = _read_header(self.fp)
+        except BitSwapError as exc:
+            raise UnidentifiedImageError(f"cannot identify image file {self.filename or self.fp!r}: {exc}") from exc
+        self._size = (info.width, info.height)
+        self._mode = info.mode
+        self.n_frames = info.frames
+        self.is_animated = info.frames > 1
+        self.info.update(method=info.method, models=info.models)
+        if info.frames > 1:
+            # the whole stack is decoded at once: check it like one image of all its pixels
+            Image._decompression_bomb_check((info.width, info.height * info.frames))
+        self.tile = [ImageFile._Tile("bsw", (0, 0, *self._size), 0, None)]
+        self._frames: np.ndarray | None = None
+        self._frame = 0
+        self._loaded_frame = -1
+
+    def seek(self, frame: int) -> None:
+        if self._seek_check(frame):
+            self._frame = frame
+
+    def tell(self) -> int:
+        return self._frame
+
+    def _decode(self) -> np.ndarray:
+        """All frames as an (N, H, W, C) array, decoded once."""
+        if self._frames is None:
+            assert self.fp is not None
+            self.fp.seek(0)
+            data = self.fp.read()
+            width, height = self.size
+            try:
+                # Image.open has applied Pillow's MAX_IMAGE_PIXELS; it replaces the API's own limit
+                array = api.decompress(data, max_pixels=self.n_frames * width * height)
+            except BitSwapError as exc:
+                raise OSError(f"cannot decode {self.filename or 'image'}: {exc}") from exc
+            self._frames = array.reshape(self.n_frames, height, width, len(self.mode))
+            if self._exclusive_fp:
+                self.fp.close()
+        return self._frames
+
+    def load(self) -> Image.core.PixelAccess | None:
+        if self._loaded_frame != self._frame:
+            frame = self._decode()[self._frame]
+            self.fp = io.BytesIO(frame.tobytes())
+            self.tile = [ImageFile._Tile("raw", (0, 0, *self.size), 0, (self.mode, 0, 1))]
+            self._loaded_frame = self._frame
+        return super().load()
+
+    def load_seek(self, pos: int) -> None:
+        """Seek the raw frame buffer (defined so that Pillow never memory-maps the ``.bsw`` file as raw pixels)."""
+        assert self.fp is not None
+        self.fp.seek(pos)
+
+
+def _array(image: Image.Image) -> np.ndarray:
+    try:
+        return to_array(image)
+    except InvalidImageError as exc:
+        raise OSError(f"cannot write mode {image.mode} as {FORMAT}: {exc}") from exc
+
+
+def _write(fp: IO[bytes], images: list[Image.Image], options: dict) -> None:
+    """Compress one image, or several of one size and mode as a stack, into ``fp``."""
+    arrays = [_array(image) for image in images]
+    if len({array.shape for array in arrays}) > 1:
+        found = sorted({(image.mode, image.size) for image in images})
+        raise InvalidImageError(f"all frames of a {FORMAT} stack need one size and mode, got {found}")
+    stack = arrays[0] if len(arrays) == 1 else np.stack([a if a.ndim == 3 else a[..., None] for a in arrays])
+    fp.write(api.compress(stack, model=options.get("model"), method=options.get("method", "bitswap")))
+
+
+def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    _write(fp, [im], im.encoderinfo)
+
+
+def _save_all(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    _write(fp, ImageSequence.all_frames([im, *im.encoderinfo.get("append_images", [])]), im.encoderinfo)
+
+
+Image.register_open(FORMAT, BswImageFile, _accept)
+Image.register_save(FORMAT, _save)
+Image.register_save_all(FORMAT, _save_all)
+Image.register_extension(FORMAT, ".bsw")
+Image.register_mime(FORMAT, MIME)

@@ -1,0 +1,106 @@
+"""``BitSwapCodec``: a Zarr format 3 array -> bytes codec named ``bitswap``.
+
+Use it as an array's ``serializer=`` (it needs each chunk's shape, which Zarr
+gives array -> bytes codecs). Registered through the ``zarr.codecs`` entry
+point, so arrays open without importing this package. Zarr codes chunks in
+threads; the codec keeps no state, and the API it calls is thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+from zarr.abc.codec import ArrayBytesCodec
+from zarr.core.chunk_grids import RegularChunkGrid
+from zarr.core.common import JSON, parse_named_configuration
+
+from .errors import CorruptFileError, InvalidImageError
+from .numcodecs_codec import check_layout, check_method, decode_image, default_layout, encode_image, pin_models
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from zarr.core.array_spec import ArraySpec
+    from zarr.core.buffer import Buffer, NDBuffer
+    from zarr.core.chunk_grids import ChunkGrid
+    from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
+
+
+@dataclass(frozen=True)
+class BitSwapCodec(ArrayBytesCodec):
+    """Lossless Bit-Swap coding of uint8 image chunks; an (N, H, W[, C]) chunk is one chain.
+
+    ``model``: the model for the colour (or grey) planes, default by channel count;
+    ``method``: ``"bitswap"`` or ``"bbans"``; ``layout``: the chunk's axes (HW, HWC,
+    NHW or NHWC), filled in from the array's shape at creation when omitted;
+    ``models``: name -> SHA-256 of the models it may use, pinned from the installed
+    models when omitted.
+    """
+
+    is_fixed_size = False
+
+    model: str | None
+    method: str
+    layout: str | None
+    models: tuple[tuple[str, str], ...]
+
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        method: str = "bitswap",
+        layout: str | None = None,
+        models: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> None:
+        check_method(method)
+        if layout is not None:
+            check_layout(layout)
+        pins = pin_models(model) if models is None else dict(models)
+        object.__setattr__(self, "model", model)
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "layout", layout)
+        object.__setattr__(self, "models", tuple(sorted(pins.items())))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, JSON]) -> Self:
+        _, configuration = parse_named_configuration(data, "bitswap", require_configuration=False)
+        return cls(**(configuration or {}))  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, JSON]:
+        configuration = {"model": self.model, "method": self.method, "layout": self.layout, "models": dict(self.models)}
+        return {"name": "bitswap", "configuration": configuration}
+
+    def evolve_from_array_spec(self, array_spec: ArraySpec) -> Self:
+        if self.layout is None:
+            return replace(self, layout=default_layout(array_spec.shape))
+        return self
+
+    def validate(self, *, shape: tuple[int, ...], dtype: ZDType[TBaseDType, TBaseScalar], chunk_grid: ChunkGrid) -> None:
+        if dtype.to_native_dtype() != np.uint8:
+            raise InvalidImageError(f"the bitswap codec codes uint8 arrays, got data type {dtype.to_native_dtype()}")
+        if isinstance(chunk_grid, RegularChunkGrid):
+            chunks = chunk_grid.chunk_shape
+            check_layout(self.layout or default_layout(chunks), chunks)
+
+    def _layout(self, chunk_spec: ArraySpec) -> str:
+        return self.layout or default_layout(chunk_spec.shape)
+
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        array = chunk_array.as_numpy_array()
+        data = await asyncio.to_thread(
+            encode_image, array, self._layout(chunk_spec), model=self.model, method=self.method, models=dict(self.models)
+        )
+        return chunk_spec.prototype.buffer.from_bytes(data)
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        array = await asyncio.to_thread(decode_image, chunk_bytes.to_bytes(), self._layout(chunk_spec))
+        if array.shape != chunk_spec.shape:
+            raise CorruptFileError(f"a chunk decodes to shape {array.shape}, the array's chunks are {chunk_spec.shape}")
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(array)
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
+        raise NotImplementedError("Bit-Swap output size depends on the data")
