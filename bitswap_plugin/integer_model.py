@@ -1,0 +1,373 @@
+"""Integer inference model: bit-exact Bit-Swap networks on every machine.
+
+Every tensor here is an integer (int64; convolutions run through
+:func:`~bitswap_plugin.fixedpoint.exact_conv2d`, which is exact by a proven
+bound). A network is::
+
+    h = rq(conv_in(x))                                  # residual stream, int64
+    per block:  a = clamp(rq(h), 0, 255)                 # qrelu
+                a = clamp(rq(conv1(a)), 0, 255)
+                h = h + rq(conv2(a))
+    codes = rq(conv_head(clamp(rq(h), 0, 255)))          # (mean, log-scale) codes
+
+with ``rq(acc) = floor((acc + bias) * multiplier / 2**shift)`` per output
+channel (:func:`~bitswap_plugin.fixedpoint.requantize`). The parameters come
+from :meth:`IntegerVAE.from_float`, which uses the very functions the float
+model's quantized mode uses, so both produce the same codes.
+
+Files are safetensors (no pickle) with the :class:`~bitswap_plugin.model.ModelConfig`
+as JSON in the metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_save
+
+from .distributions import TOTAL, DiscretizedLogistic
+from .errors import BitSwapError, CorruptFileError, UnsupportedFormatError
+from .fixedpoint import LOG_SCALE_MAX, LOG_SCALE_MIN, exact_conv2d, requantize
+from .model import (
+    ACT_MAX,
+    MAX_SHIFT,
+    MULT_BITS,
+    PIXEL_BINS,
+    BitSwapVAE,
+    ModelConfig,
+    Net,
+    NetSpec,
+    QConv,
+    Requant,
+    latents_to_input,
+    mean_code_range,
+    net_specs,
+    pixels_to_input,
+    qrelu_params,
+    top_prior_codes,
+)
+
+FORMAT = "bitswap-integer-vae"
+FORMAT_VERSION = "1"
+_MAX_BOUND = 1 << 31
+"""Load-time limit of a conv bound (shipped models stay below 2**24)."""
+_MAX_PRODUCT = float(1 << 62)
+"""Load-time limit of (|acc| + |bias|) * multiplier, so requantization cannot overflow int64."""
+
+
+class _Requant:
+    """Per-channel floor((acc + bias) * multiplier / 2**shift)."""
+
+    def __init__(self, bias: torch.Tensor, multiplier: torch.Tensor, shift: int) -> None:
+        self.bias, self.multiplier, self.shift = bias, multiplier, shift
+
+    def __call__(self, acc: torch.Tensor) -> torch.Tensor:
+        return requantize(acc, self.bias, self.multiplier, self.shift)
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {
+            f"{prefix}.bias": self.bias,
+            f"{prefix}.multiplier": self.multiplier,
+            f"{prefix}.shift": torch.tensor([self.shift], dtype=torch.int64),
+        }
+
+    def to(self, device: torch.device | str) -> None:
+        self.bias, self.multiplier = self.bias.to(device), self.multiplier.to(device)
+
+    @classmethod
+    def from_float(cls, rq: Requant) -> _Requant:
+        return cls(rq.bias.detach().cpu().to(torch.int64), rq.multiplier.detach().cpu().to(torch.int64), rq.shift)
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str, channels: int) -> _Requant:
+        bias = _get(tensors, f"{prefix}.bias", (channels,))
+        multiplier = _get(tensors, f"{prefix}.multiplier", (channels,))
+        shift = int(_get(tensors, f"{prefix}.shift", (1,))[0])
+        if not 0 <= shift <= MAX_SHIFT:
+            raise CorruptFileError(f"{prefix}.shift out of range")
+        if bool((multiplier < 0).any() | (multiplier > 1 << MULT_BITS).any()):
+            raise CorruptFileError(f"{prefix}.multiplier out of range")
+        return cls(bias, multiplier, shift)
+
+    def check_range(self, prefix: str, max_acc: int) -> None:
+        """Reject parameters for which (acc + bias) * multiplier could overflow int64."""
+        if bool(((self.bias.abs().double() + max_acc) * self.multiplier.double() >= _MAX_PRODUCT).any()):
+            raise CorruptFileError(f"{prefix}.bias out of range")
+
+
+class _Conv:
+    """Integer same-padded convolution followed by requantization."""
+
+    def __init__(self, weight: torch.Tensor, rq: _Requant, in_max: int) -> None:
+        self.weight = weight.to(torch.float32)  # small integers, exact in float32
+        self.rq = rq
+        self.in_max = in_max
+        self.bound = int(weight.abs().sum((1, 2, 3)).max()) * in_max
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rq(exact_conv2d(x, self.weight, self.bound))
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {
+            f"{prefix}.weight": self.weight.to(torch.int64),
+            f"{prefix}.bound": torch.tensor([self.bound], dtype=torch.int64),
+            **self.rq.tensors(prefix),
+        }
+
+    def to(self, device: torch.device | str) -> None:
+        self.weight = self.weight.to(device)
+        self.rq.to(device)
+
+    @classmethod
+    def from_float(cls, conv: QConv, in_step: float, out_step: torch.Tensor, out_offset: torch.Tensor | None = None) -> _Conv:
+        w_int, rq = conv.quant_params(in_step, out_step, out_offset)
+        return cls(w_int.detach().cpu().to(torch.int64), _Requant.from_float(rq), conv.in_max)
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str, shape: tuple[int, ...], in_max: int) -> _Conv:
+        weight = _get(tensors, f"{prefix}.weight", shape)
+        if bool((weight.abs() > 1 << 16).any()):
+            raise CorruptFileError(f"{prefix}.weight out of range")
+        conv = cls(weight, _Requant.from_tensors(tensors, prefix, shape[0]), in_max)
+        if conv.bound != int(_get(tensors, f"{prefix}.bound", (1,))[0]) or conv.bound >= _MAX_BOUND:
+            raise CorruptFileError(f"{prefix}.bound does not match the weights")
+        conv.rq.check_range(prefix, conv.bound)
+        return conv
+
+
+class _Block:
+    def __init__(self, act_in: _Requant, conv1: _Conv, conv2: _Conv) -> None:
+        self.act_in, self.conv1, self.conv2 = act_in, conv1, conv2
+
+
+class _IntNet:
+    """One integer network; see the module docstring."""
+
+    def __init__(self, spec: NetSpec, conv_in: _Conv, blocks: list[_Block], act_head: _Requant, head: _Conv) -> None:
+        self.spec, self.conv_in, self.blocks, self.act_head, self.head = spec, conv_in, blocks, act_head, head
+
+    def __call__(self, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.conv_in(inp)
+        for block in self.blocks:
+            a = block.act_in(h).clamp(0, ACT_MAX)
+            a = block.conv1(a).clamp(0, ACT_MAX)
+            h = h + block.conv2(a)
+        mean, log_scale = self.head(self.act_head(h).clamp(0, ACT_MAX)).chunk(2, dim=1)
+        lo, hi = mean_code_range(self.spec.num_bins)
+        mean = mean.clamp(lo, hi)
+        log_scale = log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+        if self.spec.pixel_output:
+            mean, log_scale = F.pixel_shuffle(mean, 2), F.pixel_shuffle(log_scale, 2)
+        return mean, log_scale
+
+    def parts(self, prefix: str) -> Iterator[tuple[str, _Conv | _Requant]]:
+        yield f"{prefix}.conv_in", self.conv_in
+        for j, block in enumerate(self.blocks):
+            yield f"{prefix}.blocks.{j}.act_in", block.act_in
+            yield f"{prefix}.blocks.{j}.conv1", block.conv1
+            yield f"{prefix}.blocks.{j}.conv2", block.conv2
+        yield f"{prefix}.act_head", self.act_head
+        yield f"{prefix}.head", self.head
+
+    @classmethod
+    def from_float(cls, net: Net) -> _IntNet:
+        spec, rs = net.spec, float(net.residual_step)
+        conv_in = _Conv.from_float(net.conv_in, spec.in_step, net.residual_step)
+        blocks = []
+        for b in net.blocks:
+            a_in, a_mid = float(b.act_in_step), float(b.act_mid_step)
+            blocks.append(
+                _Block(
+                    _Requant.from_float(qrelu_params(rs, a_in)),
+                    _Conv.from_float(b.conv1, a_in, b.act_mid_step),
+                    _Conv.from_float(b.conv2, a_mid, net.residual_step),
+                )
+            )
+        a_head = float(net.act_head_step)
+        act_head = _Requant.from_float(qrelu_params(rs, a_head))
+        head = _Conv.from_float(net.head, a_head, 1.0 / net.head_gain, net.head_offset)
+        return cls(spec, conv_in, blocks, act_head, head)
+
+    @classmethod
+    def from_tensors(cls, spec: NetSpec, config: ModelConfig, tensors: dict[str, torch.Tensor], prefix: str) -> _IntNet:
+        w, k = config.width, spec.first_kernel
+        conv_in = _Conv.from_tensors(tensors, f"{prefix}.conv_in", (w, spec.in_channels, k, k), spec.in_max)
+        blocks = [
+            _Block(
+                _Requant.from_tensors(tensors, f"{prefix}.blocks.{j}.act_in", 1),
+                _Conv.from_tensors(tensors, f"{prefix}.blocks.{j}.conv1", (w, w, 3, 3), ACT_MAX),
+                _Conv.from_tensors(tensors, f"{prefix}.blocks.{j}.conv2", (w, w, 3, 3), ACT_MAX),
+            )
+            for j in range(config.res_blocks)
+        ]
+        act_head = _Requant.from_tensors(tensors, f"{prefix}.act_head", 1)
+        head = _Conv.from_tensors(tensors, f"{prefix}.head", (2 * spec.out_channels, w, 3, 3), ACT_MAX)
+        return cls(spec, conv_in, blocks, act_head, head)
+
+
+def _get(tensors: dict[str, torch.Tensor], name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    t = tensors.get(name)
+    if t is None:
+        raise CorruptFileError(f"model file lacks tensor {name}")
+    if tuple(t.shape) != shape or t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise CorruptFileError(f"tensor {name} has shape {tuple(t.shape)} / dtype {t.dtype}, expected integer {shape}")
+    return t.to(torch.int64)
+
+
+def _check_input(t: torch.Tensor, num_bins: int, what: str) -> torch.Tensor:
+    """An int64 copy of ``t``, which must hold integers in [0, num_bins) (the conv bounds assume it)."""
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{what} must be an integer tensor, got {t.dtype}")
+    t = t.to(torch.int64)
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_bins):
+        raise BitSwapError(f"{what} must lie in [0, {num_bins})")
+    return t
+
+
+class IntegerVAE:
+    """Integer Bit-Swap model: the entropy models the coder uses, bit-exact everywhere.
+
+    All codes are int64: means in bins with 8 fractional bits, log-scales with 6
+    (see :mod:`bitswap_plugin.fixedpoint`). Inputs may be any size that is a
+    multiple of 2 (pixels) / 1 (latents) of the patch grid; networks are fully
+    convolutional.
+    """
+
+    def __init__(self, config: ModelConfig, posterior_nets: list[_IntNet], prior_nets: list[_IntNet]) -> None:
+        self.config = config
+        self._q = posterior_nets
+        self._p = prior_nets
+        self.content_hash = self._canonical_hash()
+
+    @classmethod
+    def from_float(cls, model: BitSwapVAE) -> IntegerVAE:
+        """Export a calibrated (quantized-mode) float model; its quantized outputs are reproduced exactly."""
+        if not model.quantized:
+            raise BitSwapError("the float model must be calibrated (quantized mode) before export")
+        with torch.no_grad():
+            return cls(model.config, [_IntNet.from_float(n) for n in model.q], [_IntNet.from_float(n) for n in model.p])
+
+    def posterior(self, level: int, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes of q(z_{level+1} | .): level 0 takes pixels (N,C,H,W) in 0..255, level i>=1 z_i bins."""
+        k = self.config.latent_bins
+        if level == 0:
+            return self._q[0](pixels_to_input(_check_input(inp, PIXEL_BINS, "pixels")))
+        return self._q[level](latents_to_input(_check_input(inp, k, "latent bins"), k))
+
+    def prior(self, level: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes of p(x | z1) (pixel bins, N,C,2h,2w) at level 0, else of p(z_level | z_{level+1})."""
+        k = self.config.latent_bins
+        return self._p[level](latents_to_input(_check_input(z, k, "latent bins"), k))
+
+    def top_prior(self, shape: tuple[int, ...], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes of the standard logistic top prior p(z_L)."""
+        mean, log_scale = top_prior_codes(self.config)
+        return (
+            torch.full(shape, mean, dtype=torch.int64, device=device),
+            torch.full(shape, log_scale, dtype=torch.int64, device=device),
+        )
+
+    def to(self, device: torch.device | str) -> IntegerVAE:
+        """Move all tensors to ``device`` (in place); returns self."""
+        for _, part in self._parts():
+            part.to(device)
+        return self
+
+    def conv_bounds(self) -> dict[str, int]:
+        """The exactness bound of every convolution, by name."""
+        return {name: part.bound for name, part in self._parts() if isinstance(part, _Conv)}
+
+    def _parts(self) -> Iterator[tuple[str, _Conv | _Requant]]:
+        for kind, nets in (("q", self._q), ("p", self._p)):
+            for level, net in enumerate(nets):
+                yield from net.parts(f"{kind}.{level}")
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """All parameters as named int64 CPU tensors (the file contents)."""
+        out: dict[str, torch.Tensor] = {}
+        for name, part in self._parts():
+            out.update({k: v.cpu().contiguous() for k, v in part.tensors(name).items()})
+        return out
+
+    def metadata(self) -> dict[str, str]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_json()}
+
+    def _canonical_hash(self) -> str:
+        """sha256 of a canonical serialisation: metadata JSON, then each tensor (sorted by name)."""
+        digest = hashlib.sha256(json.dumps(self.metadata(), sort_keys=True).encode())
+        for name, t in sorted(self.tensors().items()):
+            digest.update(f"\n{name}:{list(t.shape)}\n".encode())
+            digest.update(t.numpy().astype("<i8").tobytes())
+        return digest.hexdigest()
+
+
+def save_integer_model(model: IntegerVAE, path: str | os.PathLike) -> None:
+    """Write ``model`` as safetensors (weights stored as int16 where they fit)."""
+    tensors = {}
+    for name, t in model.tensors().items():
+        small = name.endswith(".weight") and bool((t.abs() <= 32767).all())
+        tensors[name] = t.to(torch.int16) if small else t
+    with open(path, "wb") as f:
+        f.write(safetensors_save(tensors, metadata=model.metadata()))
+
+
+def load_integer_model(path: str | os.PathLike) -> IntegerVAE:
+    """Read a model written by :func:`save_integer_model` (no pickle), validating every tensor."""
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise CorruptFileError(f"cannot read model file {os.fspath(path)!r}: {exc}") from None
+    if metadata.get("format") != FORMAT:
+        raise CorruptFileError(f"{os.fspath(path)!r} is not a {FORMAT} file")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise UnsupportedFormatError(f"unsupported model format version {metadata.get('format_version')!r}")
+    try:
+        config = ModelConfig.from_json(metadata.get("config", ""))
+    except BitSwapError as exc:
+        raise CorruptFileError(f"bad model config: {exc}") from None
+    q_specs, p_specs = net_specs(config)
+    q = [_IntNet.from_tensors(s, config, tensors, f"q.{i}") for i, s in enumerate(q_specs)]
+    p = [_IntNet.from_tensors(s, config, tensors, f"p.{i}") for i, s in enumerate(p_specs)]
+    model = IntegerVAE(config, q, p)
+    extra = set(tensors) - set(model.tensors())
+    if extra:
+        raise CorruptFileError(f"model file has unexpected tensors {sorted(extra)[:5]}")
+    return model
+
+
+@torch.no_grad()
+def integer_neg_elbo(model: IntegerVAE, x: torch.Tensor, generator: torch.Generator | None = None) -> float:
+    """Expected bits-back code length of uint8 patches ``x`` in bits per subpixel (one latent sample).
+
+    Latents are drawn exactly from the integer posteriors' quantized
+    frequencies, and every term is the ANS cost ``-log2(freq / 2**PRECISION)``
+    of :class:`~bitswap_plugin.distributions.DiscretizedLogistic`.
+    """
+    k = model.config.latent_bins
+    x = x.to(torch.int64)
+    bits = torch.zeros((), dtype=torch.float64)
+    latent_shape = (x.shape[0], model.config.latent_channels, x.shape[2] // 2, x.shape[3] // 2)
+    zs = []
+    inp = x
+    for level in range(model.config.latent_layers):
+        dist = DiscretizedLogistic(*model.posterior(level, inp), k)
+        u = torch.randint(0, TOTAL, (len(dist),), generator=generator, device=x.device)
+        z = dist.search(u)
+        bits -= dist.information(z).sum()
+        inp = z.view(latent_shape)
+        zs.append(inp)
+    bits += DiscretizedLogistic(*model.prior(0, zs[0]), PIXEL_BINS).information(x).sum()
+    for level in range(1, model.config.latent_layers):
+        bits += DiscretizedLogistic(*model.prior(level, zs[level]), k).information(zs[level - 1]).sum()
+    bits += DiscretizedLogistic(*model.top_prior(zs[-1].shape), k).information(zs[-1]).sum()
+    return float(bits) / x.numel()

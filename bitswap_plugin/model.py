@@ -1,0 +1,539 @@
+"""Bit-Swap hierarchical VAE: configuration, float training model and loss.
+
+The model is the Markov chain x -> z1 -> ... -> zL of Bit-Swap (Kingma,
+Abbeel, Ho 2019), scaled down and built so that it converts exactly to the
+integer network of :mod:`bitswap_plugin.integer_model`:
+
+* x (C x 32 x 32) is space-to-depth squeezed to 4C x 16 x 16; every latent
+  layer is ``latent_channels`` x 16 x 16. All networks are fully
+  convolutional with zero 'same' padding.
+* every network is conv_in -> pre-activation ResNet blocks
+  ``h = h + conv2(qrelu(conv1(qrelu(h))))`` -> qrelu -> head conv, and its head
+  gives, per output element, a mean and a log-scale *code* in bin coordinates
+  (see :mod:`bitswap_plugin.fixedpoint`).
+* network inputs are odd integers: a pixel p enters as ``2p - 255``, a latent
+  bin k as ``2k - (K - 1)``.
+
+Two forward modes share the parameters:
+
+* float mode (``quantized = False``): an ordinary float network on continuous
+  latents; the loss is the negative ELBO with continuous logistic latents and a
+  single reparameterised sample.
+* quantized mode (quantization-aware training, after :meth:`BitSwapVAE.calibrate`):
+  every layer computes, in floats that hold integers exactly, the same integer
+  arithmetic the integer model performs (weights rounded per output channel,
+  integer bias, multiplier and shift, floor, clamp to [0, 255]), with
+  straight-through gradients. Latents are rounded to their bins and the latent
+  terms of the loss are discretized-logistic bin masses, i.e. the code length
+  the bits-back coder achieves. The exported integer model therefore reproduces
+  the quantized mode's codes exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import decimal
+import json
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import BitSwapError
+from .fixedpoint import (
+    FLOAT32_EXACT_LIMIT,
+    LOG_SCALE_FRAC,
+    LOG_SCALE_MAX,
+    LOG_SCALE_MIN,
+    MEAN_FRAC,
+)
+
+PIXEL_BINS = 256
+ACT_MAX = 255
+"""Activations after qrelu are integers in [0, ACT_MAX]."""
+WEIGHT_MAX = 2047
+"""Weights are at most 12-bit signed integers (fewer where the conv bound requires)."""
+MULT_BITS = 20
+"""Requantization multipliers of a layer lie below 2**MULT_BITS (the largest at or above half of it)."""
+RESIDUAL_HEADROOM = 16.0
+"""The residual stream's step is the finest activation step reading it divided by this."""
+CALIBRATION_QUANTILE = 0.9999
+"""Activation clip = this quantile of a qrelu site's input on the calibration batch."""
+MAX_SHIFT = 48
+_BIAS_LIMIT = float(1 << 24)
+"""With |acc| < 2**24, |bias| <= 2**24 + half an output step, multipliers < 2**MULT_BITS and
+shifts <= MAX_SHIFT, (acc + bias) * multiplier stays below 2**53: float64 emulates it exactly."""
+_LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of a Bit-Swap model (JSON-serialisable)."""
+
+    channels: int = 3
+    latent_channels: int = 8
+    latent_layers: int = 2
+    width: int = 64
+    res_blocks: int = 2
+    latent_bins: int = 1024
+    latent_step_bits: int = 6
+    name: str = "bitswap"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "channels": self.channels in (1, 3),
+            "latent_channels": 1 <= self.latent_channels <= 256,
+            "latent_layers": 1 <= self.latent_layers <= 8,
+            "width": 1 <= self.width <= 1024,
+            "res_blocks": 0 <= self.res_blocks <= 32,
+            "latent_bins": 2 <= self.latent_bins <= 1 << 16 and self.latent_bins % 2 == 0,
+            "latent_step_bits": 0 <= self.latent_step_bits <= 16,
+            "name": isinstance(self.name, str) and 0 < len(self.name) <= 64,
+        }
+        for field, ok in checks.items():
+            if not ok:
+                raise BitSwapError(f"invalid model config field {field}={getattr(self, field)!r}")
+
+    @property
+    def delta(self) -> float:
+        """Latent bin width in value units."""
+        return 2.0 ** -self.latent_step_bits
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise BitSwapError(f"model config is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise BitSwapError("model config must be a JSON object")
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(fields)
+        if unknown:
+            raise BitSwapError(f"unknown model config fields: {sorted(unknown)}")
+        for key, value in data.items():
+            wanted = str if key == "name" else int
+            if type(value) is not wanted:
+                raise BitSwapError(f"model config field {key} must be {wanted.__name__}")
+        return cls(**data)
+
+
+def top_prior_codes(config: ModelConfig) -> tuple[int, int]:
+    """(mean, log-scale) codes of the standard logistic top prior, computed without float math."""
+    mean = (config.latent_bins - 1) << (MEAN_FRAC - 1)
+    ctx = decimal.Context(prec=40)
+    log_scale = ctx.multiply(ctx.ln(decimal.Decimal(2)), config.latent_step_bits << LOG_SCALE_FRAC)
+    return mean, int(log_scale.to_integral_value(decimal.ROUND_HALF_EVEN))
+
+
+def mean_code_range(num_bins: int) -> tuple[int, int]:
+    """Mean codes are clamped to [-1, num_bins] bins."""
+    return -(1 << MEAN_FRAC), num_bins << MEAN_FRAC
+
+
+class NetSpec(NamedTuple):
+    """Static description of one network of the chain."""
+
+    in_channels: int
+    out_channels: int
+    in_max: int
+    """Largest |integer input|."""
+    in_step: float
+    """Value units per integer input unit."""
+    first_kernel: int
+    num_bins: int
+    """Output bins: 256 for pixels, K for latents."""
+    bins_per_unit: float
+    """Output bins per value unit: 127.5 for pixels (values in [-1, 1]), 1/delta for latents."""
+    pixel_output: bool
+
+
+def net_specs(config: ModelConfig) -> tuple[list[NetSpec], list[NetSpec]]:
+    """Specs of the posterior nets q(z1|x), q(z_{i+1}|z_i) and prior nets p(x|z1), p(z_i|z_{i+1})."""
+    c4, zc, k = 4 * config.channels, config.latent_channels, config.latent_bins
+    lat_in, lat_unit = config.delta / 2, 1.0 / config.delta
+    q = [NetSpec(c4, zc, ACT_MAX, 1.0 / ACT_MAX, 5, k, lat_unit, False)]
+    p = [NetSpec(zc, c4, k - 1, lat_in, 3, PIXEL_BINS, ACT_MAX / 2, True)]
+    for _ in range(config.latent_layers - 1):
+        q.append(NetSpec(zc, zc, k - 1, lat_in, 3, k, lat_unit, False))
+        p.append(NetSpec(zc, zc, k - 1, lat_in, 3, k, lat_unit, False))
+    return q, p
+
+
+def pixels_to_input(x: torch.Tensor) -> torch.Tensor:
+    """Pixels (N, C, H, W) in 0..255 -> squeezed odd integers 2p - 255, (N, 4C, H/2, W/2)."""
+    return 2 * F.pixel_unshuffle(x, 2) - ACT_MAX
+
+
+def latents_to_input(z: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """Latent bins k -> odd integers 2k - (K - 1)."""
+    return 2 * z - (num_bins - 1)
+
+
+# ----------------------------------------------------------------------------
+# Straight-through quantizers (values are exact integers held in floats).
+
+
+def _ste(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
+    """Value of ``quantized``, gradient of ``x``. Exact when ``quantized`` is x rounded to an integer."""
+    return x + (quantized - x).detach()
+
+
+def _pow2(exp: int) -> float:
+    return math.ldexp(1.0, exp)
+
+
+class Requant(NamedTuple):
+    """Integer requantization floor((acc + bias) * multiplier / 2**shift), per output channel."""
+
+    bias: torch.Tensor
+    multiplier: torch.Tensor
+    shift: int
+
+
+def requant_params(ratio: torch.Tensor, bias_acc: torch.Tensor) -> Requant:
+    """Integer requantization for ``out = round((acc + bias_acc) * ratio)``, per channel.
+
+    ``ratio`` (> 0, float64, no gradient) and ``bias_acc`` (float64) are
+    per-channel. The shift is chosen per layer so that the largest multiplier
+    has :data:`MULT_BITS` bits; half an output step joins the bias so that the
+    final floor rounds to nearest. The bias is rounded straight-through.
+    """
+    shift = MULT_BITS - 1 - math.floor(math.log2(float(ratio.max())))
+    if not 0 <= shift <= MAX_SHIFT:
+        raise BitSwapError(f"requantization ratio {float(ratio.max())} out of range")
+    multiplier = torch.round(ratio * _pow2(shift))
+    biased = bias_acc + 0.5 / ratio
+    bias = torch.where(multiplier > 0, torch.round(biased), 0.0)  # a zero multiplier makes the bias moot
+    return Requant(_ste(biased, bias), multiplier, shift)
+
+
+def _apply_requant(acc: torch.Tensor, rq: Requant) -> torch.Tensor:
+    """Float64 emulation of :func:`fixedpoint.requantize` (exact while |acc + bias| * multiplier < 2**53)."""
+    view = (1, -1, 1, 1)
+    y = (acc.double() + rq.bias.view(view)) * (rq.multiplier.view(view) * _pow2(-rq.shift))
+    return _ste(y, torch.floor(y))
+
+
+class QConv(nn.Module):
+    """Same-padded conv whose quantized form has per-output-channel integer weights.
+
+    The weight step of each output channel is the finest one that keeps
+    ``|w_int| <= WEIGHT_MAX``, ``sum|w_int| * in_max < 2**24`` (so the integer
+    convolution is exact in float32), the integer bias within 2**24 and the
+    layer's shift within :data:`MAX_SHIFT`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, in_max: int, zero_init: bool = False) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2)
+        self.in_max = in_max
+        if zero_init:
+            nn.init.zeros_(self.conv.weight)
+            nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+    def quant_params(
+        self, in_step: float, out_step: torch.Tensor, out_offset: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Requant]:
+        """Integer weights (float32, straight-through) and requantization.
+
+        The quantized layer maps integer inputs (value = int * ``in_step``) to
+        ``round(conv_value / out_step + out_offset)`` per output channel.
+        """
+        w = self.conv.weight.double()
+        b = self.conv.bias.double()
+        out_step = out_step.double().expand(w.shape[0])
+        if out_offset is not None:
+            b = b + out_offset.double() * out_step
+        budget = (FLOAT32_EXACT_LIMIT - 1) // self.in_max - w[0].numel()
+        wd, bd = w.detach(), b.detach()
+        step = torch.stack(
+            [
+                wd.abs().amax((1, 2, 3)) / WEIGHT_MAX,
+                wd.abs().sum((1, 2, 3)) / budget,
+                bd.abs() / (in_step * _BIAS_LIMIT),
+                out_step.detach() * _pow2(MULT_BITS - MAX_SHIFT) / in_step,  # keeps the shift in range
+            ]
+        ).amax(0)
+        w_scaled = w / step.view(-1, 1, 1, 1)
+        w_int = _ste(w_scaled, torch.round(w_scaled)).float()
+        acc_step = in_step * step
+        return w_int, requant_params(acc_step / out_step.detach(), b / acc_step)
+
+    def forward_quantized(
+        self, x: torch.Tensor, in_step: float, out_step: torch.Tensor, out_offset: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Integer-exact forward on integer inputs; returns float64 integers."""
+        w_int, rq = self.quant_params(in_step, out_step, out_offset)
+        acc = F.conv2d(x.float(), w_int, padding=self.conv.padding)
+        return _apply_requant(acc, rq)
+
+
+def qrelu_params(in_step: float, act_step: float) -> Requant:
+    """Requantization from the residual stream (step ``in_step``) to qrelu activations."""
+    ratio = torch.tensor([in_step / act_step], dtype=torch.float64)
+    return requant_params(ratio, torch.zeros_like(ratio))
+
+
+def _qrelu(h: torch.Tensor, in_step: float, act_step: float) -> torch.Tensor:
+    return _apply_requant(h, qrelu_params(in_step, act_step)).clamp(0, ACT_MAX)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation block h + conv2(qrelu(conv1(qrelu(h)))) with zero-initialised conv2."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv1 = QConv(width, width, 3, ACT_MAX)
+        self.conv2 = QConv(width, width, 3, ACT_MAX, zero_init=True)
+        self.register_buffer("act_in_step", torch.ones((), dtype=torch.float64))
+        self.register_buffer("act_mid_step", torch.ones((), dtype=torch.float64))
+
+
+class Net(nn.Module):
+    """One network of the chain: integer-style input -> (mean, log-scale) codes per output element.
+
+    Float mode computes raw head outputs (means in value units, log-scales in
+    ln value units) and maps them affinely to codes; the quantized mode folds
+    that map into the head's integer requantization.
+    """
+
+    def __init__(self, spec: NetSpec, width: int, res_blocks: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.conv_in = QConv(spec.in_channels, width, spec.first_kernel, spec.in_max)
+        self.blocks = nn.ModuleList(ResBlock(width) for _ in range(res_blocks))
+        self.head = QConv(width, 2 * spec.out_channels, 3, ACT_MAX)
+        nn.init.zeros_(self.head.conv.bias)
+        n = spec.out_channels
+        # Raw log-scale 0 means scale e**-2 value units.
+        ls_offset = (math.log(spec.bins_per_unit) - 2.0) * (1 << LOG_SCALE_FRAC)
+        centre = (spec.num_bins - 1) / 2 * (1 << MEAN_FRAC)
+        gain = [spec.bins_per_unit * (1 << MEAN_FRAC)] * n + [float(1 << LOG_SCALE_FRAC)] * n
+        self.register_buffer("head_gain", torch.tensor(gain, dtype=torch.float64))
+        self.register_buffer("head_offset", torch.tensor([centre] * n + [ls_offset] * n, dtype=torch.float64))
+        self.register_buffer("residual_step", torch.ones((), dtype=torch.float64))
+        self.register_buffer("act_head_step", torch.ones((), dtype=torch.float64))
+
+    def forward(self, inp: torch.Tensor, quantized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, log-scale) codes (float tensors) for integer-style input ``inp``, clamped."""
+        codes = self._forward_quantized(inp) if quantized else self._forward_float(inp)
+        mean, log_scale = codes.chunk(2, dim=1)
+        lo, hi = mean_code_range(self.spec.num_bins)
+        mean = mean.clamp(lo, hi)
+        log_scale = log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+        if self.spec.pixel_output:
+            mean, log_scale = F.pixel_shuffle(mean, 2), F.pixel_shuffle(log_scale, 2)
+        return mean, log_scale
+
+    def _forward_float(self, inp: torch.Tensor, record: list[torch.Tensor] | None = None) -> torch.Tensor:
+        def relu(t: torch.Tensor) -> torch.Tensor:
+            if record is not None:
+                record.append(t.detach())
+            return F.relu(t)
+
+        h = self.conv_in(inp * self.spec.in_step)
+        for block in self.blocks:
+            h = h + block.conv2(relu(block.conv1(relu(h))))
+        raw = self.head(relu(h))
+        view = (1, -1, 1, 1)
+        return raw * self.head_gain.view(view).float() + self.head_offset.view(view).float()
+
+    def _forward_quantized(self, inp: torch.Tensor) -> torch.Tensor:
+        rs = float(self.residual_step)
+        h = self.conv_in.forward_quantized(inp, self.spec.in_step, self.residual_step)
+        for block in self.blocks:
+            a_in, a_mid = float(block.act_in_step), float(block.act_mid_step)
+            a = _qrelu(h, rs, a_in)
+            a = block.conv1.forward_quantized(a, a_in, block.act_mid_step).clamp(0, ACT_MAX)
+            h = h + block.conv2.forward_quantized(a, a_mid, self.residual_step)
+        a_head = float(self.act_head_step)
+        a = _qrelu(h, rs, a_head)
+        return self.head.forward_quantized(a, a_head, 1.0 / self.head_gain, self.head_offset).float()
+
+    @torch.no_grad()
+    def calibrate(self, inp: torch.Tensor) -> None:
+        """Set activation and residual steps from the float activations on a batch."""
+        record: list[torch.Tensor] = []
+        self._forward_float(inp, record)
+        steps = iter(
+            max(float(torch.quantile(t.flatten()[: 1 << 24], CALIBRATION_QUANTILE)), 1e-6) / ACT_MAX for t in record
+        )
+        for block in self.blocks:
+            block.act_in_step.fill_(next(steps))
+            block.act_mid_step.fill_(next(steps))
+        self.act_head_step.fill_(next(steps))
+        readers = [float(b.act_in_step) for b in self.blocks] + [float(self.act_head_step)]
+        self.residual_step.fill_(min(readers) / RESIDUAL_HEADROOM)
+
+
+# ----------------------------------------------------------------------------
+# Likelihoods (natural log, in bin units).
+
+
+def logistic_log_density(z: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """log density of Logistic(mean, e**log_scale) at z."""
+    t = (z - mean) * torch.exp(-log_scale)
+    return -t - log_scale - 2 * F.softplus(-t)
+
+
+def discretized_logistic_log_mass(
+    k: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, num_bins: int
+) -> torch.Tensor:
+    """log P(bin k) for a logistic discretized to bins 0..num_bins-1 (unit width, open edge bins)."""
+    inv = torch.exp(-log_scale)
+    upper = (k + 0.5 - mean) * inv
+    lower = (k - 0.5 - mean) * inv
+    log_cdf_upper = F.logsigmoid(upper)
+    log_sf_lower = F.logsigmoid(-lower)
+    # sigmoid(a) - sigmoid(b) = sigmoid(a) * sigmoid(-b) * (1 - e**(b - a)), with a - b = inv.
+    middle = log_cdf_upper + log_sf_lower + torch.log(-torch.expm1(-inv))
+    return torch.where(k <= 0, log_cdf_upper, torch.where(k >= num_bins - 1, log_sf_lower, middle))
+
+
+def _codes_to_bins(mean: torch.Tensor, log_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return mean / (1 << MEAN_FRAC), log_scale / (1 << LOG_SCALE_FRAC)
+
+
+class Loss(NamedTuple):
+    """Loss terms in bits per subpixel."""
+
+    loss: torch.Tensor
+    """Training objective: reconstruction plus free-bits-clamped KL."""
+    neg_elbo: torch.Tensor
+    """True negative ELBO."""
+    recon: torch.Tensor
+    kl: torch.Tensor
+    """Per latent layer, shape (L,)."""
+
+
+class BitSwapVAE(nn.Module):
+    """Float Bit-Swap VAE with an integer-exact quantized mode (see the module docstring)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        q_specs, p_specs = net_specs(config)
+        self.q = nn.ModuleList(Net(s, config.width, config.res_blocks) for s in q_specs)
+        self.p = nn.ModuleList(Net(s, config.width, config.res_blocks) for s in p_specs)
+        self.register_buffer("quantized_flag", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def quantized(self) -> bool:
+        """Whether forward passes emulate the integer model (set by :meth:`calibrate`)."""
+        return bool(self.quantized_flag)
+
+    def posterior(self, level: int, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes of q(z_{level+1} | .): ``inp`` is pixels (N,C,H,W) at level 0, else z_level bins."""
+        if level == 0:
+            x = pixels_to_input(inp.float())
+        else:
+            x = latents_to_input(inp.float(), self.config.latent_bins)
+        return self.q[level](x, self.quantized)
+
+    def prior(self, level: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes of p(x | z1) at level 0, else of p(z_level | z_{level+1}); ``z`` holds bins."""
+        return self.p[level](latents_to_input(z.float(), self.config.latent_bins), self.quantized)
+
+    def top_prior(self, shape: tuple[int, ...], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes of the standard logistic top prior p(z_L)."""
+        mean, log_scale = top_prior_codes(self.config)
+        return torch.full(shape, float(mean), device=device), torch.full(shape, float(log_scale), device=device)
+
+    def _sample(self, mean: torch.Tensor, log_scale: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Reparameterised latent sample in bins; rounded to a bin (straight-through) when quantized."""
+        u = torch.rand(mean.shape, generator=generator, device=mean.device).clamp(1e-6, 1 - 1e-6)
+        z = mean + torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))
+        k = self.config.latent_bins
+        if self.quantized:
+            return _ste(z, torch.round(z).clamp(0, k - 1))
+        return z.clamp(-0.5, k - 0.5)
+
+    def _latent_log_prob(self, z: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+        if self.quantized:
+            return discretized_logistic_log_mass(z, mean, log_scale, self.config.latent_bins)
+        return logistic_log_density(z, mean, log_scale)
+
+    def forward(self, x: torch.Tensor, free_bits: float = 1.0, generator: torch.Generator | None = None) -> Loss:
+        """Loss terms for uint8 patches ``x`` (N, C, H, W), one posterior sample each."""
+        n = x.shape[0]
+        dims = x[0].numel()
+        zs, log_q = [], []
+        inp = x
+        for level in range(self.config.latent_layers):
+            mean, log_scale = _codes_to_bins(*self.posterior(level, inp))
+            z = self._sample(mean, log_scale, generator)
+            zs.append(z)
+            log_q.append(self._latent_log_prob(z, mean, log_scale))
+            inp = z
+        mean, log_scale = _codes_to_bins(*self.prior(0, zs[0]))
+        recon = -discretized_logistic_log_mass(x.float(), mean, log_scale, PIXEL_BINS).sum() / (n * _LN2)
+        kl_channels = []
+        for level in range(self.config.latent_layers):
+            if level + 1 < self.config.latent_layers:
+                codes = self.prior(level + 1, zs[level + 1])
+            else:
+                codes = self.top_prior(zs[level].shape, x.device)
+            log_p = self._latent_log_prob(zs[level], *_codes_to_bins(*codes))
+            kl_channels.append((log_q[level] - log_p).sum((2, 3)).mean(0) / _LN2)
+        kl = torch.stack(kl_channels)
+        return Loss(
+            loss=(recon + kl.clamp(min=free_bits).sum()) / dims,
+            neg_elbo=(recon + kl.sum()) / dims,
+            recon=recon / dims,
+            kl=kl.sum(1) / dims,
+        )
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Fix every quantizer's steps from float activations on patches ``x`` and enter quantized mode."""
+        self.quantized_flag.fill_(False)
+        inputs = []
+        inp = x
+        for level in range(self.config.latent_layers):
+            inputs.append((self.q[level], pixels_to_input(inp.float()) if level == 0 else self._latent_input(inp)))
+            inp = self._sample(*_codes_to_bins(*self.posterior(level, inp)), generator)
+            inputs.append((self.p[level], self._latent_input(inp)))
+        for net, net_input in inputs:
+            net.calibrate(net_input)
+        self.quantized_flag.fill_(True)
+
+    def _latent_input(self, z: torch.Tensor) -> torch.Tensor:
+        return latents_to_input(z, self.config.latent_bins)
+
+
+@torch.no_grad()
+def neg_elbo(
+    model: BitSwapVAE, x: torch.Tensor, batch_size: int = 64, generator: torch.Generator | None = None
+) -> float:
+    """Mean negative ELBO in bits per subpixel of uint8 patches ``x`` (one posterior sample each)."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for start in range(0, x.shape[0], batch_size):
+        part = x[start : start + batch_size]
+        total += float(model(part, generator=generator).neg_elbo) * part.shape[0]
+    model.train(was_training)
+    return total / x.shape[0]
+
+
+def save_float_model(model: BitSwapVAE, path: str) -> None:
+    """Save a training checkpoint: config JSON and state dict (loadable with ``weights_only=True``)."""
+    torch.save({"config": model.config.to_json(), "state_dict": model.state_dict()}, path)
+
+
+def load_float_model(path: str) -> BitSwapVAE:
+    """Load a checkpoint written by :func:`save_float_model` without unpickling arbitrary objects."""
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    model = BitSwapVAE(ModelConfig.from_json(data["config"]))
+    model.load_state_dict(data["state_dict"])
+    return model

@@ -1,0 +1,340 @@
+"""Tests of the float / integer Bit-Swap models and the shipped tiny weights."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bitswap_plugin import fixedpoint
+from bitswap_plugin.errors import BitSwapError, CorruptFileError
+from bitswap_plugin.fixedpoint import LOG_SCALE_FRAC, MEAN_FRAC
+from bitswap_plugin.integer_model import (
+    IntegerVAE,
+    integer_neg_elbo,
+    load_integer_model,
+    save_integer_model,
+)
+from bitswap_plugin.model import (
+    BitSwapVAE,
+    ModelConfig,
+    load_float_model,
+    neg_elbo,
+    save_float_model,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "bitswap_plugin" / "weights"
+PHOTO = ROOT.parent / "shared" / "datasets" / "photos-train" / "001.png"  # a training photo, never Kodak
+
+
+def _photo(gray: bool) -> np.ndarray:
+    """001.png downscaled 4x, (C, H, W) uint8; a seeded random image where the photo is missing."""
+    if PHOTO.exists():
+        im = Image.open(PHOTO).convert("L" if gray else "RGB")
+        arr = np.asarray(im.resize((im.width // 4, im.height // 4), Image.LANCZOS))
+        return arr[None] if gray else arr.transpose(2, 0, 1)
+    return np.random.default_rng(0).integers(0, 256, (1 if gray else 3, 200, 300), dtype=np.uint8)
+
+
+def _patches(gray: bool, n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    img = _photo(gray)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        y = 2 * rng.integers(0, (img.shape[1] - size) // 2)
+        x = 2 * rng.integers(0, (img.shape[2] - size) // 2)
+        out.append(img[:, y : y + size, x : x + size])
+    return torch.from_numpy(np.stack(out))
+
+
+def _chain(model: IntegerVAE, x: torch.Tensor) -> list[torch.Tensor]:
+    """All posterior and prior codes along the chain, latents taken as the rounded posterior means."""
+    k = model.config.latent_bins
+    outs, zs, inp = [], [], x
+    for level in range(model.config.latent_layers):
+        mean, log_scale = model.posterior(level, inp)
+        outs += [mean, log_scale]
+        inp = ((mean + (1 << (MEAN_FRAC - 1))) >> MEAN_FRAC).clamp(0, k - 1)
+        zs.append(inp)
+    for level in range(model.config.latent_layers):
+        outs += list(model.prior(level, zs[level]))
+    return outs
+
+
+def _assert_same(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
+    assert len(a) == len(b)
+    for u, v in zip(a, b):
+        assert u.dtype == torch.int64 and torch.equal(u, v)
+
+
+@pytest.fixture(scope="module", params=["tiny-rgb", "tiny-gray"])
+def shipped(request: pytest.FixtureRequest) -> IntegerVAE:
+    return load_integer_model(WEIGHTS / f"{request.param}.safetensors")
+
+
+@pytest.fixture(scope="module")
+def trained_small() -> tuple[BitSwapVAE, torch.Tensor]:
+    """A small float model trained briefly on real patches, then calibrated and QAT-tuned a little."""
+    torch.manual_seed(0)
+    model = BitSwapVAE(ModelConfig(channels=3, latent_channels=4, latent_layers=2, width=16, res_blocks=1, name="t"))
+    data = _patches(False, 128, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=4e-3, betas=(0.9, 0.99))
+    gen = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small ops: one thread is as fast and immune to oversubscription
+    try:
+        for step in range(40):
+            if step == 32:
+                model.calibrate(data, generator=gen)
+            loss = model(data[(step % 8) * 16 : (step % 8 + 1) * 16], generator=gen).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model, _patches(False, 16, seed=2)
+
+
+def test_config_json_roundtrip_and_validation() -> None:
+    config = ModelConfig(channels=1, latent_layers=3, name="x")
+    assert ModelConfig.from_json(config.to_json()) == config
+    with pytest.raises(BitSwapError):
+        ModelConfig(channels=2)
+    with pytest.raises(BitSwapError):
+        ModelConfig(latent_layers=9)
+    with pytest.raises(BitSwapError):
+        ModelConfig.from_json('{"channels": 3, "bogus": 1}')
+    with pytest.raises(BitSwapError):
+        ModelConfig.from_json('{"channels": "3"}')
+
+
+def test_output_shapes_and_ranges(shipped: IntegerVAE) -> None:
+    c, zc, k = shipped.config.channels, shipped.config.latent_channels, shipped.config.latent_bins
+    x = _patches(c == 1, 2)
+    outs = _chain(shipped, x)
+    mean, log_scale = outs[-2 * shipped.config.latent_layers : -2 * shipped.config.latent_layers + 2]
+    assert mean.shape == log_scale.shape == (2, c, 32, 32)
+    assert outs[0].shape == (2, zc, 16, 16)
+    assert int(mean.min()) >= -(1 << MEAN_FRAC) and int(mean.max()) <= 256 << MEAN_FRAC
+    for t in outs[1::2]:
+        assert int(t.min()) >= fixedpoint.LOG_SCALE_MIN and int(t.max()) <= fixedpoint.LOG_SCALE_MAX
+    top_mean, top_ls = shipped.top_prior((1, zc, 16, 16), "cpu")
+    assert int(top_mean[0, 0, 0, 0]) == (k - 1) << (MEAN_FRAC - 1)
+    assert int(top_ls[0, 0, 0, 0]) == round(shipped.config.latent_step_bits * np.log(2) * (1 << LOG_SCALE_FRAC))
+    with pytest.raises(TypeError):
+        shipped.posterior(0, x.float())
+    with pytest.raises(BitSwapError):
+        shipped.prior(0, torch.full((1, zc, 16, 16), k))
+    bad = x.to(torch.int64)
+    bad[0, 0, 0, 0] = 256
+    with pytest.raises(BitSwapError):
+        shipped.posterior(0, bad)
+
+
+def test_batch_size_independence(shipped: IntegerVAE) -> None:
+    x = _patches(shipped.config.channels == 1, 5)
+    together = _chain(shipped, x)
+    alone = [_chain(shipped, x[i : i + 1]) for i in range(5)]
+    _assert_same(together, [torch.cat(parts) for parts in zip(*alone)])
+
+
+def test_thread_count_independence(shipped: IntegerVAE) -> None:
+    x = _patches(shipped.config.channels == 1, 4)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _chain(shipped, x)
+        torch.set_num_threads(2)
+        two = _chain(shipped, x)
+    finally:
+        torch.set_num_threads(threads)
+    _assert_same(one, two)
+
+
+def test_float32_and_float64_conv_paths_agree(shipped: IntegerVAE, monkeypatch: pytest.MonkeyPatch) -> None:
+    x = _patches(shipped.config.channels == 1, 3)
+    fast = _chain(shipped, x)
+    monkeypatch.setattr(fixedpoint, "FLOAT32_EXACT_LIMIT", 0)  # force the float64 reference path
+    _assert_same(fast, _chain(shipped, x))
+
+
+def test_larger_tile_is_deterministic_and_matches_crops_inside(shipped: IntegerVAE) -> None:
+    config = shipped.config
+    tile = _patches(config.channels == 1, 2, size=64, seed=3)
+    outs = _chain(shipped, tile)
+    _assert_same(outs, _chain(shipped, tile))
+    # A 32x32 crop sees the same pixels as the tile away from its zero-padded border.
+    margin_q = 2 + 2 * config.res_blocks + 1  # latent positions, 5x5 first conv
+    crop_q = shipped.posterior(0, tile[:, :, 16:48, 16:48])
+    for whole, part in zip(outs[:2], crop_q):
+        inner = slice(margin_q, 16 - margin_q)
+        assert torch.equal(whole[:, :, 8:24, 8:24][:, :, inner, inner], part[:, :, inner, inner])
+    z = ((outs[0] + 128) >> MEAN_FRAC).clamp(0, config.latent_bins - 1)
+    margin_p = 2 * (1 + 2 * config.res_blocks + 1)  # pixels
+    whole_p = shipped.prior(0, z)
+    crop_p = shipped.prior(0, z[:, :, 8:24, 8:24])
+    inner = slice(margin_p, 32 - margin_p)
+    for whole, part in zip(whole_p, crop_p):
+        assert torch.equal(whole[:, :, 16:48, 16:48][:, :, inner, inner], part[:, :, inner, inner])
+
+
+def test_shipped_conv_bounds_fit_float32(shipped: IntegerVAE) -> None:
+    bounds = shipped.conv_bounds()
+    assert len(bounds) == 2 * shipped.config.latent_layers * (2 + 2 * shipped.config.res_blocks)
+    assert max(bounds.values()) < 2**24
+
+
+def test_shipped_models_compress_real_patches(shipped: IntegerVAE) -> None:
+    if not PHOTO.exists():
+        pytest.skip(f"{PHOTO} is not available")
+    x = _patches(shipped.config.channels == 1, 32, seed=4)
+    bits = integer_neg_elbo(shipped, x, torch.Generator().manual_seed(0))
+    assert 1.0 < bits < 5.5
+    assert os.path.getsize(WEIGHTS / f"{shipped.config.name}.safetensors") < 2 << 20
+
+
+def test_save_load_roundtrip_without_pickle(shipped: IntegerVAE, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "m.safetensors"
+    save_integer_model(shipped, path)
+
+    def no_pickle(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pickle used")
+
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    loaded = load_integer_model(path)
+    assert loaded.content_hash == shipped.content_hash
+    assert loaded.config == shipped.config
+    x = _patches(shipped.config.channels == 1, 2)
+    _assert_same(_chain(loaded, x), _chain(shipped, x))
+    save_integer_model(loaded, tmp_path / "again.safetensors")
+    assert load_integer_model(tmp_path / "again.safetensors").content_hash == shipped.content_hash
+
+
+def test_corrupt_files_are_rejected(shipped: IntegerVAE, tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    save_integer_model(shipped, path)
+    data = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptFileError):
+        load_integer_model(tmp_path / "cut.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model at all")
+    with pytest.raises(CorruptFileError):
+        load_integer_model(tmp_path / "junk.safetensors")
+    from safetensors.torch import save_file
+
+    tensors = shipped.tensors()
+    tensors["q.0.conv_in.bound"] = tensors["q.0.conv_in.bound"] // 2
+    save_file(tensors, str(tmp_path / "bound.safetensors"), metadata=shipped.metadata())
+    with pytest.raises(CorruptFileError):
+        load_integer_model(tmp_path / "bound.safetensors")
+
+
+def test_integer_model_reproduces_quantized_float_model(trained_small: tuple[BitSwapVAE, torch.Tensor]) -> None:
+    model, x = trained_small
+    integer = IntegerVAE.from_float(model)
+    k = model.config.latent_bins
+    with torch.no_grad():
+        inp = x
+        for level in range(model.config.latent_layers):
+            got = integer.posterior(level, inp)
+            want = model.posterior(level, inp)
+            _assert_same(list(got), [t.long() for t in want])
+            z = ((got[0] + 128) >> MEAN_FRAC).clamp(0, k - 1)
+            _assert_same(list(integer.prior(level, z)), [t.long() for t in model.prior(level, z)])
+            inp = z
+
+
+def test_integer_model_tracks_float_model(trained_small: tuple[BitSwapVAE, torch.Tensor]) -> None:
+    """Quantization error: integer codes decoded to floats vs the unquantized float network."""
+    model, x = trained_small
+    integer = IntegerVAE.from_float(model)
+    with torch.no_grad():
+        z_int = integer.posterior(0, x)
+        z = ((z_int[0] + 128) >> MEAN_FRAC).clamp(0, model.config.latent_bins - 1)
+        x_int = integer.prior(0, z)
+        model.quantized_flag.fill_(False)
+        try:
+            z_float, x_float = model.posterior(0, x), model.prior(0, z)
+        finally:
+            model.quantized_flag.fill_(True)
+    for (mean_i, ls_i), (mean_f, ls_f) in ((z_int, z_float), (x_int, x_float)):
+        scale = torch.exp(ls_f / 64)  # in bins
+        shift = ((mean_i - mean_f) / 256).abs() / scale
+        assert float(shift.mean()) < 0.05 and float(shift.max()) < 1.0
+        assert float((ls_i - ls_f).abs().mean()) / 64 < 0.05
+
+
+def test_integer_elbo_matches_float_elbo(trained_small: tuple[BitSwapVAE, torch.Tensor]) -> None:
+    """Exact ANS code length of the integer model vs the quantized and the unquantized float -ELBO."""
+    model, x = trained_small
+    integer = IntegerVAE.from_float(model)
+    x = torch.cat([x] * 4)
+    quantized = neg_elbo(model, x, generator=torch.Generator().manual_seed(0))
+    coded = integer_neg_elbo(integer, x, torch.Generator().manual_seed(0))
+    model.quantized_flag.fill_(False)
+    try:
+        unquantized = neg_elbo(model, x, generator=torch.Generator().manual_seed(0))
+    finally:
+        model.quantized_flag.fill_(True)
+    assert abs(coded / quantized - 1) < 0.01
+    assert abs(coded / unquantized - 1) < 0.03
+
+
+def test_float_checkpoint_roundtrip(trained_small: tuple[BitSwapVAE, torch.Tensor], tmp_path: Path) -> None:
+    model, _ = trained_small
+    save_float_model(model, str(tmp_path / "f.pt"))
+    loaded = load_float_model(str(tmp_path / "f.pt"))
+    assert loaded.quantized and loaded.config == model.config
+    assert IntegerVAE.from_float(loaded).content_hash == IntegerVAE.from_float(model).content_hash
+
+
+def test_export_requires_calibration() -> None:
+    with pytest.raises(BitSwapError):
+        IntegerVAE.from_float(BitSwapVAE(ModelConfig(width=8, res_blocks=0, name="u")))
+
+
+_SUBPROCESS = """
+import hashlib, sys, numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+from bitswap_plugin.integer_model import load_integer_model
+torch.set_num_threads(int(sys.argv[3]))
+model = load_integer_model(sys.argv[2])
+c, k = model.config.channels, model.config.latent_bins
+x = torch.from_numpy(np.random.default_rng(7).integers(0, 256, (3, c, 64, 32), dtype=np.uint8))
+x[1] = x[1] // 32 * 32  # a smoother image too
+digest = hashlib.sha256()
+inp, zs = x, []
+for level in range(model.config.latent_layers):
+    mean, log_scale = model.posterior(level, inp)
+    digest.update(mean.numpy().tobytes() + log_scale.numpy().tobytes())
+    inp = ((mean + 128) >> 8).clamp(0, k - 1)
+    zs.append(inp)
+for level, z in enumerate(zs):
+    mean, log_scale = model.prior(level, z)
+    digest.update(mean.numpy().tobytes() + log_scale.numpy().tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_cross_isa_determinism() -> None:
+    """Baseline-ISA single-thread and default-ISA two-thread processes produce identical codes."""
+    path = str(WEIGHTS / "tiny-rgb.safetensors")
+    base = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    runs = [(dict(base, ATEN_CPU_CAPABILITY="default", ONEDNN_MAX_CPU_ISA="SSE41"), "1"), (base, "2")]
+    digests = [
+        subprocess.run(
+            [sys.executable, "-c", _SUBPROCESS, str(ROOT), path, threads],
+            env=env, capture_output=True, text=True, timeout=120, check=True,
+        ).stdout.strip()
+        for env, threads in runs
+    ]
+    assert len(digests[0]) == 64 and digests[0] == digests[1]
