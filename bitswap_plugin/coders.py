@@ -243,7 +243,7 @@ def _seed_blocks(planes: Sequence[Plane], seed_patches: int) -> list[tuple[int, 
     return blocks
 
 
-LANE_SYMBOLS = 64
+LANE_SYMBOLS = 256
 """Latent symbols per lane a group should have at least (see :func:`_lanes_to_add`)."""
 
 
@@ -254,7 +254,8 @@ def _lanes_to_add(coder: AnsCoder, group_patches: int, model, budget: int) -> in
     Bit-Swap pops latents right after pushing data; with only a few symbols per
     lane those pops read bits shaped by the last pushed symbols rather than
     well-mixed ones, the latents drift from the posterior, and the rate suffers
-    (measured: +50 % on 1-patch groups with 1024 lanes, none with 64).
+    (measured: +50 % on 1-patch groups with 1024 lanes, none with 64; on a
+    256x256 photo the rate over -ELBO is 0.9 % with 64 symbols per lane, 0.4 % with 256).
     """
     c = model.config
     symbols = group_patches * c.latent_channels * (PATCH // 2) ** 2
