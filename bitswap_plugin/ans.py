@@ -68,7 +68,8 @@ class AnsCoder:
 
     # -- the tail stack -------------------------------------------------
 
-    def _push_words(self, words: torch.Tensor) -> None:
+    def push_words(self, words: torch.Tensor) -> None:
+        """Lay raw 32-bit words (int64 values) on top of the tail, last one on top."""
         count = words.numel()
         needed = self.tail_length + count
         if needed > self._tail.numel():
@@ -106,7 +107,7 @@ class AnsCoder:
         if bool(((words < 0) | (words > WORD_MASK)).any()):
             raise CorruptFileError("corrupt stream: a lane does not end in its initial state")
         self.heads = self.heads[: self.num_lanes - count]
-        self._push_words(words)
+        self.push_words(words)
 
     # -- coding ---------------------------------------------------------
 
@@ -127,7 +128,7 @@ class AnsCoder:
             head = self.heads[:n]
             freq = freqs[lo:hi]
             emit = (head >> (63 - prec)) >= freq
-            self._push_words(head[emit] & WORD_MASK)
+            self.push_words(head[emit] & WORD_MASK)
             head = torch.where(emit, head >> WORD_BITS, head)
             self.heads[:n] = ((head // freq) << prec) + head % freq + starts[lo:hi]
 

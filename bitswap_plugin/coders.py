@@ -22,6 +22,7 @@ file, so the decoder never has to re-derive the encoder's policy.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -245,11 +246,13 @@ def _seed_blocks(planes: Sequence[Plane], seed_patches: int) -> list[tuple[int, 
 
 LANE_SYMBOLS = 256
 """Latent symbols per lane a group should have at least (see :func:`_lanes_to_add`)."""
+MIN_LANES = 32
+"""Lanes any group gets, budget permitting: fewer make small images slow to code."""
 
 
 def _lanes_to_add(coder: AnsCoder, group_patches: int, model, budget: int) -> int:
-    """Lanes to create before a group: toward ``budget``, but keeping >= LANE_SYMBOLS
-    latent symbols per lane, and spending at most half the tail.
+    """Lanes to create before a group: toward ``budget``, keeping about LANE_SYMBOLS
+    latent symbols per lane (MIN_LANES at least), and spending at most half the tail.
 
     Bit-Swap pops latents right after pushing data; with only a few symbols per
     lane those pops read bits shaped by the last pushed symbols rather than
@@ -259,7 +262,7 @@ def _lanes_to_add(coder: AnsCoder, group_patches: int, model, budget: int) -> in
     """
     c = model.config
     symbols = group_patches * c.latent_channels * (PATCH // 2) ** 2
-    target = min(budget, max(1, symbols // LANE_SYMBOLS))
+    target = min(budget, max(MIN_LANES, symbols // LANE_SYMBOLS))
     return max(0, min(target - coder.num_lanes, max(coder.tail_length // 2, 1 - coder.num_lanes)))
 
 
@@ -289,7 +292,7 @@ def encode_planes(
     """
     seed = encode_seed([planes[p].pixels[:, rows, cols].cpu().numpy() for p, rows, cols in _seed_blocks(planes, seed_patches)])
     coder = AnsCoder(device)
-    coder._push_words(_words(seed, device))
+    coder.push_words(_words(seed, device))
     budget = lane_budget(sum(p.pixels.numel() for p in planes))
     sequence = _patch_sequence(planes)
     position = seed_patches
@@ -312,6 +315,12 @@ def encode_planes(
     return seed, groups, coder
 
 
+def _fill_padding(planes: Sequence[Plane], group: Group, x: torch.Tensor) -> torch.Tensor:
+    """Rebuild the pad pixels of a group's decoded patches, segment by segment."""
+    parts = x.split([b - a for _, a, b in group.segments])
+    return torch.cat([planes[p].grid.fill_padding(part, a, b) for part, (p, a, b) in zip(parts, group.segments, strict=True)])
+
+
 def decode_planes(
     coder: AnsCoder,
     planes: Sequence[Plane],
@@ -328,13 +337,8 @@ def decode_planes(
         padding = torch.cat([planes[p].grid.padding_mask(a, b, coder.device) for p, a, b in group.segments])
         gc = _GroupCoder(first.model, padding, batch)
         shape = (group.size, first.pixels.shape[0], PATCH, PATCH)
-
-        def fill_padding(x: torch.Tensor) -> torch.Tensor:
-            parts = x.split([b - a for _, a, b in group.segments])
-            return torch.cat([planes[p].grid.fill_padding(part, a, b) for part, (p, a, b) in zip(parts, group.segments)])
-
-        x = _decode_group(coder, gc, fill_padding, shape, method).to(torch.uint8)
-        for part, (p, a, b) in zip(x.split([b - a for _, a, b in group.segments]), group.segments):
+        x = _decode_group(coder, gc, functools.partial(_fill_padding, planes, group), shape, method).to(torch.uint8)
+        for part, (p, a, b) in zip(x.split([b - a for _, a, b in group.segments]), group.segments, strict=True):
             planes[p].grid.insert(planes[p].pixels, part, a, b)
         coder.shrink(group.lanes_added)
         if progress:

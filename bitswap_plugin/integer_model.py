@@ -27,13 +27,12 @@ import os
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 
 from .distributions import TOTAL, DiscretizedLogistic
 from .errors import BitSwapError, CorruptFileError, UnsupportedFormatError
-from .fixedpoint import LOG_SCALE_MAX, LOG_SCALE_MIN, exact_conv2d, requantize
+from .fixedpoint import exact_conv2d, requantize
 from .model import (
     ACT_MAX,
     MAX_SHIFT,
@@ -46,10 +45,10 @@ from .model import (
     QConv,
     Requant,
     latents_to_input,
-    mean_code_range,
     net_specs,
     pixels_to_input,
     qrelu_params,
+    split_head,
     top_prior_codes,
 )
 
@@ -158,13 +157,7 @@ class _IntNet:
             a = block.act_in(h).clamp(0, ACT_MAX)
             a = block.conv1(a).clamp(0, ACT_MAX)
             h = h + block.conv2(a)
-        mean, log_scale = self.head(self.act_head(h).clamp(0, ACT_MAX)).chunk(2, dim=1)
-        lo, hi = mean_code_range(self.spec.num_bins)
-        mean = mean.clamp(lo, hi)
-        log_scale = log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
-        if self.spec.pixel_output:
-            mean, log_scale = F.pixel_shuffle(mean, 2), F.pixel_shuffle(log_scale, 2)
-        return mean, log_scale
+        return split_head(self.head(self.act_head(h).clamp(0, ACT_MAX)), self.spec)
 
     def parts(self, prefix: str) -> Iterator[tuple[str, _Conv | _Requant]]:
         yield f"{prefix}.conv_in", self.conv_in

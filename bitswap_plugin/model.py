@@ -299,6 +299,17 @@ class ResBlock(nn.Module):
         self.register_buffer("act_mid_step", torch.ones((), dtype=torch.float64))
 
 
+def split_head(codes: torch.Tensor, spec: "NetSpec") -> tuple[torch.Tensor, torch.Tensor]:
+    """Head output -> clamped (mean, log-scale) codes, back at pixel resolution for p(x|z1)."""
+    mean, log_scale = codes.chunk(2, dim=1)
+    lo, hi = mean_code_range(spec.num_bins)
+    mean = mean.clamp(lo, hi)
+    log_scale = log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+    if spec.pixel_output:
+        mean, log_scale = F.pixel_shuffle(mean, 2), F.pixel_shuffle(log_scale, 2)
+    return mean, log_scale
+
+
 class Net(nn.Module):
     """One network of the chain: integer-style input -> (mean, log-scale) codes per output element.
 
@@ -326,14 +337,7 @@ class Net(nn.Module):
 
     def forward(self, inp: torch.Tensor, quantized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, log-scale) codes (float tensors) for integer-style input ``inp``, clamped."""
-        codes = self._forward_quantized(inp) if quantized else self._forward_float(inp)
-        mean, log_scale = codes.chunk(2, dim=1)
-        lo, hi = mean_code_range(self.spec.num_bins)
-        mean = mean.clamp(lo, hi)
-        log_scale = log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
-        if self.spec.pixel_output:
-            mean, log_scale = F.pixel_shuffle(mean, 2), F.pixel_shuffle(log_scale, 2)
-        return mean, log_scale
+        return split_head(self._forward_quantized(inp) if quantized else self._forward_float(inp), self.spec)
 
     def _forward_float(self, inp: torch.Tensor, record: list[torch.Tensor] | None = None) -> torch.Tensor:
         def relu(t: torch.Tensor) -> torch.Tensor:
