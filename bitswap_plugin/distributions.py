@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .fixedpoint import MEAN_FRAC, PRECISION, inverse_scale, sigmoid
+from .fixedpoint import MEAN_FRAC, PRECISION, SIGMOID_LOW, inverse_scale, sigmoid_above_low
 
 TOTAL = 1 << PRECISION
 
@@ -41,26 +41,27 @@ class DiscretizedLogistic:
     ) -> None:
         if num_bins < 2 or num_bins > TOTAL // 2 or num_bins & (num_bins - 1):
             raise ValueError(f"num_bins must be a power of two in [2, {TOTAL // 2}]")
-        self.mean = mean.reshape(-1)
-        self.inv_scale = inverse_scale(log_scale.reshape(-1))
+        # t(k) = (k - 1/2 - mean) / scale = k * slope - offset, with sigmoid's low end folded in
+        inv_scale = inverse_scale(log_scale.reshape(-1))
+        self.slope = inv_scale << MEAN_FRAC
+        self.offset = (mean.reshape(-1) + (1 << (MEAN_FRAC - 1))) * inv_scale + SIGMOID_LOW
         self.num_bins = num_bins
         self.known = None if known is None else known.reshape(-1)
 
     def __len__(self) -> int:
-        return self.mean.numel()
+        return self.slope.numel()
 
     def __getitem__(self, index: slice) -> "DiscretizedLogistic":
         part = object.__new__(DiscretizedLogistic)
         part.num_bins = self.num_bins
-        for name in ("mean", "inv_scale", "known"):
+        for name in ("slope", "offset", "known"):
             value = getattr(self, name)
             setattr(part, name, None if value is None else value[index])
         return part
 
     def _cdf_interior(self, k: torch.Tensor) -> torch.Tensor:
         """Cumulative frequency below bin ``k`` for ``0 < k < num_bins``."""
-        edge = ((k << 1) - 1) << (MEAN_FRAC - 1)
-        c = sigmoid((edge - self.mean) * self.inv_scale)
+        c = sigmoid_above_low(k * self.slope - self.offset)
         return ((c * (TOTAL - self.num_bins)) >> PRECISION) + k
 
     def cdf(self, k: torch.Tensor) -> torch.Tensor:

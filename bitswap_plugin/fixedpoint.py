@@ -109,8 +109,9 @@ def inverse_scale(log_scale: torch.Tensor) -> torch.Tensor:
 
 
 _KNOT_SHIFT = T_FRAC - SIGMOID_STEP_BITS
-_T_LOW = -((SIGMOID_RANGE << SIGMOID_STEP_BITS) + 1) << _KNOT_SHIFT
-_T_HIGH = ((SIGMOID_RANGE << SIGMOID_STEP_BITS) + 1) << _KNOT_SHIFT
+SIGMOID_LOW = -((SIGMOID_RANGE << SIGMOID_STEP_BITS) + 1) << _KNOT_SHIFT
+"""The t below which :func:`sigmoid` is 0."""
+_SPAN = -2 * SIGMOID_LOW
 
 
 def sigmoid(t: torch.Tensor) -> torch.Tensor:
@@ -120,9 +121,14 @@ def sigmoid(t: torch.Tensor) -> torch.Tensor:
     [-16, 16], reaching exactly 0 at -16 - 1/64 and ``2**PRECISION`` at
     16 + 1/64; constant beyond. Monotone non-decreasing in t.
     """
-    t = t.clamp(_T_LOW, _T_HIGH) - _T_LOW
-    knot = _table("sigmoid", t.device)[t >> _KNOT_SHIFT]
-    frac = t & ((1 << _KNOT_SHIFT) - 1)
+    return sigmoid_above_low(t - SIGMOID_LOW)
+
+
+def sigmoid_above_low(u: torch.Tensor) -> torch.Tensor:
+    """:func:`sigmoid` of ``u + SIGMOID_LOW``: lets callers fold the offset into their own constants."""
+    u = u.clamp(0, _SPAN)
+    knot = _table("sigmoid", u.device)[u >> _KNOT_SHIFT]
+    frac = u & ((1 << _KNOT_SHIFT) - 1)
     return (knot >> _SLOPE_BITS) + (((knot & ((1 << _SLOPE_BITS) - 1)) * frac) >> _KNOT_SHIFT)
 
 
