@@ -33,6 +33,7 @@ import torch
 from .ans import AnsCoder
 from .distributions import DiscretizedLogistic
 from .errors import CorruptFileError
+from .integer_model import IntegerVAE
 from .patches import PATCH, PatchGrid
 
 METHODS = ("bitswap", "bbans")
@@ -50,7 +51,7 @@ class Plane:
     """One image plane (C, H, W uint8 tensor) and the model that codes it."""
 
     pixels: torch.Tensor
-    model: object  # IntegerVAE
+    model: IntegerVAE
 
     @property
     def grid(self) -> PatchGrid:
@@ -117,7 +118,7 @@ def _batched(fn: Callable, level: int, inp: torch.Tensor, batch: int) -> tuple[t
 class _GroupCoder:
     """The distributions of one group of ``n`` patches under one model."""
 
-    def __init__(self, model, padding: torch.Tensor, batch: int) -> None:
+    def __init__(self, model: IntegerVAE, padding: torch.Tensor, batch: int) -> None:
         config = model.config
         self.model = model
         self.padding = padding
@@ -250,7 +251,7 @@ MIN_LANES = 32
 """Lanes any group gets, budget permitting: fewer make small images slow to code."""
 
 
-def _lanes_to_add(coder: AnsCoder, group_patches: int, model, budget: int) -> int:
+def _lanes_to_add(coder: AnsCoder, group_patches: int, model: IntegerVAE, budget: int) -> int:
     """Lanes to create before a group: toward ``budget``, keeping about LANE_SYMBOLS
     latent symbols per lane (MIN_LANES at least), and spending at most half the tail.
 
