@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from . import api
+from . import api, train
 from .coders import METHODS
 from .errors import BitSwapError
 from .images import from_array, to_array
@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.set_defaults(run=_compress)
     add("decompress", "decompress a .bsw file (to PNG unless -o names another format)", ".png").set_defaults(run=_decompress)
     add("info", "print what a .bsw header says", None).set_defaults(run=_info)
+    training = sub.add_parser("train", help="train, quantize and export a model (see bitswap train -h)",
+                              description=train.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.build_parser(training).set_defaults(run=train.run)
     return parser
 
 

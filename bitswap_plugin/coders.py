@@ -33,7 +33,7 @@ import torch
 from .ans import AnsCoder
 from .distributions import DiscretizedLogistic
 from .errors import CorruptFileError
-from .integer_model import IntegerVAE
+from .integer_model import IntegerVAE, pixel_distributions
 from .patches import PATCH, PatchGrid
 
 METHODS = ("bitswap", "bbans")
@@ -43,7 +43,6 @@ FEED_MARGIN = 1.3
 """Patches differ: size a group for 30 % more pop bits per patch than seen so far."""
 NETWORK_BATCH = 64
 """Patches per network call; any value gives identical results (integer network)."""
-PIXEL_BINS = 256
 
 
 @dataclass
@@ -110,13 +109,14 @@ def _words(data: bytes, device: torch.device) -> torch.Tensor:
 # -- one group -----------------------------------------------------------
 
 
-def _batched(fn: Callable, level: int, inp: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _batched(fn: Callable, level: int, inp: torch.Tensor, batch: int) -> tuple[torch.Tensor, ...]:
     parts = [fn(level, inp[i : i + batch]) for i in range(0, inp.shape[0], batch)]
-    return torch.cat([m for m, _ in parts]), torch.cat([s for _, s in parts])
+    return tuple(torch.cat(codes) for codes in zip(*parts))
 
 
 class _GroupCoder:
-    """The distributions of one group of ``n`` patches under one model."""
+    """The distributions of one group of ``n`` patches under one model, and the pushes and pops
+    of each level (level 0 is the pixels, level L the top latent)."""
 
     def __init__(self, model: IntegerVAE, padding: torch.Tensor, batch: int) -> None:
         config = model.config
@@ -125,6 +125,7 @@ class _GroupCoder:
         self.batch = batch
         self.levels = config.latent_layers
         self.latent_bins = config.latent_bins
+        self.pixel_shape = (padding.shape[0], config.channels, PATCH, PATCH)
         self.latent_shape = (padding.shape[0], config.latent_channels, PATCH // 2, PATCH // 2)
 
     def posterior(self, level: int, below: torch.Tensor) -> DiscretizedLogistic:
@@ -132,15 +133,32 @@ class _GroupCoder:
         mean, log_scale = _batched(self.model.posterior, level, below, self.batch)
         return DiscretizedLogistic(mean, log_scale, self.latent_bins)
 
-    def prior(self, level: int, above: torch.Tensor | None) -> DiscretizedLogistic:
+    def _latent_prior(self, level: int, above: torch.Tensor | None) -> DiscretizedLogistic:
         """p(z_level | z_{level+1}); the top prior of z_L when ``above`` is None."""
         if above is None:
             mean, log_scale = self.model.top_prior(self.latent_shape, self.padding.device)
-            return DiscretizedLogistic(mean, log_scale, self.latent_bins)
-        mean, log_scale = _batched(self.model.prior, level, above, self.batch)
-        if level == 0:
-            return DiscretizedLogistic(mean, log_scale, PIXEL_BINS, self.padding.expand(mean.shape))
+        else:
+            mean, log_scale = _batched(self.model.prior, level, above, self.batch)
         return DiscretizedLogistic(mean, log_scale, self.latent_bins)
+
+    def push_prior(self, coder: AnsCoder, level: int, z: list[torch.Tensor]) -> None:
+        """Push ``z[level]`` under p(. | z[level + 1]) (the top prior at level L)."""
+        if level == 0:
+            codes = _batched(self.model.prior, 0, z[1], self.batch)
+            for channels, dist in reversed(list(pixel_distributions(codes, z[0], self.padding))):
+                coder.push(*dist.ranges(z[0][:, channels]))
+        else:
+            coder.push(*self._latent_prior(level, z[level + 1] if level < self.levels else None).ranges(z[level]))
+
+    def pop_prior(self, coder: AnsCoder, level: int, above: torch.Tensor | None) -> torch.Tensor:
+        """Pop z_level under p(. | ``above``) (the top prior when ``above`` is None); padding decodes as 0."""
+        if level > 0:
+            return coder.pop(self._latent_prior(level, above)).view(self.latent_shape)
+        codes = _batched(self.model.prior, 0, above, self.batch)
+        x = torch.zeros(self.pixel_shape, dtype=torch.int64, device=self.padding.device)
+        for channels, dist in pixel_distributions(codes, x, self.padding):
+            x[:, channels] = coder.pop(dist).view(x[:, channels].shape)
+        return x
 
 
 def _encode_group(coder: AnsCoder, gc: _GroupCoder, x: torch.Tensor, method: str) -> int:
@@ -156,22 +174,22 @@ def _encode_group(coder: AnsCoder, gc: _GroupCoder, x: torch.Tensor, method: str
     if method == "bitswap":
         for level in range(gc.levels):
             pop_latent(level)
-            coder.push(*gc.prior(level, z[level + 1]).ranges(z[level]))
+            gc.push_prior(coder, level, z)
     else:
         for level in range(gc.levels):
             pop_latent(level)
         for level in range(gc.levels):
-            coder.push(*gc.prior(level, z[level + 1]).ranges(z[level]))
-    coder.push(*gc.prior(gc.levels, None).ranges(z[-1]))
+            gc.push_prior(coder, level, z)
+    gc.push_prior(coder, gc.levels, z)
     return start - low
 
 
-def _decode_group(coder: AnsCoder, gc: _GroupCoder, fill_padding: Callable, pixel_shape: tuple, method: str) -> torch.Tensor:
-    z: list[torch.Tensor] = [torch.empty(0)] * gc.levels + [coder.pop(gc.prior(gc.levels, None)).view(gc.latent_shape)]
+def _decode_group(coder: AnsCoder, gc: _GroupCoder, fill_padding: Callable, method: str) -> torch.Tensor:
+    z: list[torch.Tensor] = [torch.empty(0)] * gc.levels + [gc.pop_prior(coder, gc.levels, None)]
 
     def pop_level(level: int) -> None:
-        popped = coder.pop(gc.prior(level, z[level + 1]))
-        z[level] = fill_padding(popped.view(pixel_shape)) if level == 0 else popped.view(gc.latent_shape)
+        popped = gc.pop_prior(coder, level, z[level + 1])
+        z[level] = fill_padding(popped) if level == 0 else popped
 
     def push_back(level: int) -> None:
         coder.push(*gc.posterior(level, z[level]).ranges(z[level + 1]))
@@ -337,8 +355,7 @@ def decode_planes(
         first = planes[group.segments[0][0]]
         padding = torch.cat([planes[p].grid.padding_mask(a, b, coder.device) for p, a, b in group.segments])
         gc = _GroupCoder(first.model, padding, batch)
-        shape = (group.size, first.pixels.shape[0], PATCH, PATCH)
-        x = _decode_group(coder, gc, functools.partial(_fill_padding, planes, group), shape, method).to(torch.uint8)
+        x = _decode_group(coder, gc, functools.partial(_fill_padding, planes, group), method).to(torch.uint8)
         for part, (p, a, b) in zip(x.split([b - a for _, a, b in group.segments]), group.segments, strict=True):
             planes[p].grid.insert(planes[p].pixels, part, a, b)
         coder.shrink(group.lanes_added)

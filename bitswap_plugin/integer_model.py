@@ -35,6 +35,7 @@ from .errors import BitSwapError, CorruptFileError, UnsupportedFormatError
 from .fixedpoint import exact_conv2d, requantize
 from .model import (
     ACT_MAX,
+    channel_mean,
     MAX_SHIFT,
     MULT_BITS,
     PIXEL_BINS,
@@ -151,7 +152,7 @@ class _IntNet:
     def __init__(self, spec: NetSpec, conv_in: _Conv, blocks: list[_Block], act_head: _Requant, head: _Conv) -> None:
         self.spec, self.conv_in, self.blocks, self.act_head, self.head = spec, conv_in, blocks, act_head, head
 
-    def __call__(self, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, inp: torch.Tensor) -> tuple[torch.Tensor, ...]:
         h = self.conv_in(inp)
         for block in self.blocks:
             a = block.act_in(h).clamp(0, ACT_MAX)
@@ -200,7 +201,8 @@ class _IntNet:
             for j in range(config.res_blocks)
         ]
         act_head = _Requant.from_tensors(tensors, f"{prefix}.act_head", 1)
-        head = _Conv.from_tensors(tensors, f"{prefix}.head", (2 * spec.out_channels, w, 3, 3), ACT_MAX)
+        head_shape = (2 * spec.out_channels + spec.coef_channels, w, 3, 3)
+        head = _Conv.from_tensors(tensors, f"{prefix}.head", head_shape, ACT_MAX)
         return cls(spec, conv_in, blocks, act_head, head)
 
 
@@ -253,8 +255,10 @@ class IntegerVAE:
             return self._q[0](pixels_to_input(_check_input(inp, PIXEL_BINS, "pixels")))
         return self._q[level](latents_to_input(_check_input(inp, k, "latent bins"), k))
 
-    def prior(self, level: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Codes of p(x | z1) (pixel bins, N,C,2h,2w) at level 0, else of p(z_level | z_{level+1})."""
+    def prior(self, level: int, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Codes of p(z_level | z_{level+1}); at level 0 of p(x | z1) (pixel bins, N,C,2h,2w), plus
+        the (N,3,2h,2w) channel-conditioning coefficients if the model has them (see
+        :func:`pixel_distributions`)."""
         k = self.config.latent_bins
         return self._p[level](latents_to_input(_check_input(z, k, "latent bins"), k))
 
@@ -338,6 +342,29 @@ def load_integer_model(path: str | os.PathLike) -> IntegerVAE:
     return model
 
 
+def pixel_distributions(
+    codes: tuple[torch.Tensor, ...], x: torch.Tensor, known: torch.Tensor | None = None
+) -> Iterator[tuple[slice, DiscretizedLogistic]]:
+    """The distributions of p(x|z1) in decoding order, as (channels, distribution) pairs.
+
+    ``codes`` is :meth:`IntegerVAE.prior` at level 0. Without channel
+    conditioning there is one distribution for all channels; with it, one per
+    channel, each built only when the generator is advanced, from the channels
+    of ``x`` before it, so a decoder fills ``x[:, channels]`` before asking for
+    the next. ``known`` marks padding (see :class:`DiscretizedLogistic`).
+    """
+    mean, log_scale, *coefs = codes
+    if known is not None:
+        known = known.expand(mean.shape)
+    if not coefs:
+        yield slice(None), DiscretizedLogistic(mean, log_scale, PIXEL_BINS, known)
+        return
+    for c in range(mean.shape[1]):
+        channel_known = None if known is None else known[:, c]
+        mean_c = channel_mean(mean, coefs[0], x, c, exact=True)
+        yield slice(c, c + 1), DiscretizedLogistic(mean_c, log_scale[:, c], PIXEL_BINS, channel_known)
+
+
 @torch.no_grad()
 def integer_neg_elbo(model: IntegerVAE, x: torch.Tensor, generator: torch.Generator | None = None) -> float:
     """Expected bits-back code length of uint8 patches ``x`` in bits per subpixel (one latent sample).
@@ -359,7 +386,8 @@ def integer_neg_elbo(model: IntegerVAE, x: torch.Tensor, generator: torch.Genera
         bits -= dist.information(z).sum()
         inp = z.view(latent_shape)
         zs.append(inp)
-    bits += DiscretizedLogistic(*model.prior(0, zs[0]), PIXEL_BINS).information(x).sum()
+    for channels, dist in pixel_distributions(model.prior(0, zs[0]), x):
+        bits += dist.information(x[:, channels]).sum()
     for level in range(1, model.config.latent_layers):
         bits += DiscretizedLogistic(*model.prior(level, zs[level]), k).information(zs[level - 1]).sum()
     bits += DiscretizedLogistic(*model.top_prior(zs[-1].shape), k).information(zs[-1]).sum()

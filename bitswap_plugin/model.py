@@ -67,6 +67,12 @@ _BIAS_LIMIT = float(1 << 24)
 """With |acc| < 2**24, |bias| <= 2**24 + half an output step, multipliers < 2**MULT_BITS and
 shifts <= MAX_SHIFT, (acc + bias) * multiplier stays below 2**53: float64 emulates it exactly."""
 _LN2 = math.log(2.0)
+CONDITIONING_COEFS = 3
+"""Per pixel: G += a*R; B += b*R + c*G (R, G centred, in bins)."""
+COEF_FRAC = 8
+"""Conditioning coefficients are codes with this many fractional bits, clamped to |coef| <= 2."""
+COEF_MAX = 2 << COEF_FRAC
+_COEF_DIVISOR = 1 << (COEF_FRAC + 1 - MEAN_FRAC)
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ class ModelConfig:
     res_blocks: int = 2
     latent_bins: int = 1024
     latent_step_bits: int = 6
+    channel_conditioning: bool = False
+    """p(x|z1) conditions G on R and B on R, G within each pixel (RGB only): three parallel decode steps."""
     name: str = "bitswap"
 
     def __post_init__(self) -> None:
@@ -91,6 +99,7 @@ class ModelConfig:
             "res_blocks": 0 <= self.res_blocks <= 32,
             "latent_bins": 2 <= self.latent_bins <= 1 << 16 and self.latent_bins % 2 == 0,
             "latent_step_bits": 0 <= self.latent_step_bits <= 16,
+            "channel_conditioning": not self.channel_conditioning or self.channels == 3,
             "name": isinstance(self.name, str) and 0 < len(self.name) <= 64,
         }
         for field, ok in checks.items():
@@ -118,7 +127,7 @@ class ModelConfig:
         if unknown:
             raise BitSwapError(f"unknown model config fields: {sorted(unknown)}")
         for key, value in data.items():
-            wanted = str if key == "name" else int
+            wanted = {"name": str, "channel_conditioning": bool}.get(key, int)
             if type(value) is not wanted:
                 raise BitSwapError(f"model config field {key} must be {wanted.__name__}")
         return cls(**data)
@@ -152,6 +161,8 @@ class NetSpec(NamedTuple):
     bins_per_unit: float
     """Output bins per value unit: 127.5 for pixels (values in [-1, 1]), 1/delta for latents."""
     pixel_output: bool
+    coef_channels: int = 0
+    """Extra head outputs: channel-conditioning coefficients (squeezed) of p(x|z1)."""
 
 
 def net_specs(config: ModelConfig) -> tuple[list[NetSpec], list[NetSpec]]:
@@ -159,7 +170,8 @@ def net_specs(config: ModelConfig) -> tuple[list[NetSpec], list[NetSpec]]:
     c4, zc, k = 4 * config.channels, config.latent_channels, config.latent_bins
     lat_in, lat_unit = config.delta / 2, 1.0 / config.delta
     q = [NetSpec(c4, zc, ACT_MAX, 1.0 / ACT_MAX, 5, k, lat_unit, False)]
-    p = [NetSpec(zc, c4, k - 1, lat_in, 3, PIXEL_BINS, ACT_MAX / 2, True)]
+    coefs = 4 * CONDITIONING_COEFS if config.channel_conditioning else 0
+    p = [NetSpec(zc, c4, k - 1, lat_in, 3, PIXEL_BINS, ACT_MAX / 2, True, coefs)]
     for _ in range(config.latent_layers - 1):
         q.append(NetSpec(zc, zc, k - 1, lat_in, 3, k, lat_unit, False))
         p.append(NetSpec(zc, zc, k - 1, lat_in, 3, k, lat_unit, False))
@@ -299,15 +311,44 @@ class ResBlock(nn.Module):
         self.register_buffer("act_mid_step", torch.ones((), dtype=torch.float64))
 
 
-def split_head(codes: torch.Tensor, spec: "NetSpec") -> tuple[torch.Tensor, torch.Tensor]:
-    """Head output -> clamped (mean, log-scale) codes, back at pixel resolution for p(x|z1)."""
-    mean, log_scale = codes.chunk(2, dim=1)
-    lo, hi = mean_code_range(spec.num_bins)
-    mean = mean.clamp(lo, hi)
-    log_scale = log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+def split_head(codes: torch.Tensor, spec: "NetSpec") -> tuple[torch.Tensor, ...]:
+    """Head output -> clamped (mean, log-scale[, coefficients]) codes, at pixel resolution for p(x|z1)."""
+    n = spec.out_channels
+    mean = codes[:, :n].clamp(*mean_code_range(spec.num_bins))
+    log_scale = codes[:, n : 2 * n].clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+    parts = [mean, log_scale]
+    if spec.coef_channels:
+        parts.append(codes[:, 2 * n :].clamp(-COEF_MAX, COEF_MAX))
     if spec.pixel_output:
-        mean, log_scale = F.pixel_shuffle(mean, 2), F.pixel_shuffle(log_scale, 2)
-    return mean, log_scale
+        parts = [F.pixel_shuffle(t, 2) for t in parts]
+    return tuple(parts)
+
+
+def channel_mean(mean: torch.Tensor, coefs: torch.Tensor | None, x: torch.Tensor, channel: int, exact: bool) -> torch.Tensor:
+    """Mean code of pixel ``channel`` given the pixels of the channels before it, (N, H, W).
+
+    ``mean`` and ``coefs`` are p(x|z1)'s codes (N, C, H, W) and (N, 3, H, W)
+    (``coefs`` None: no conditioning); only ``x[:, :channel]`` is read. With
+    ``exact`` the shift is floored, as the integer model does.
+    """
+    if coefs is None or channel == 0:
+        return mean[:, channel]
+    centred = 2 * x[:, :channel] - ACT_MAX
+    used = coefs[:, :1] if channel == 1 else coefs[:, 1:]
+    shift = (used * centred).sum(1)
+    if not shift.is_floating_point():
+        shift = torch.div(shift, _COEF_DIVISOR, rounding_mode="floor")
+    else:
+        shift = shift / _COEF_DIVISOR  # exact: the divisor is a power of two
+        shift = _ste(shift, torch.floor(shift)) if exact else shift
+    return (mean[:, channel] + shift).clamp(*mean_code_range(PIXEL_BINS))
+
+
+def conditioned_mean(mean: torch.Tensor, coefs: torch.Tensor | None, x: torch.Tensor, exact: bool) -> torch.Tensor:
+    """Mean codes of all pixel channels given ``x`` itself (encoder side and training)."""
+    if coefs is None:
+        return mean
+    return torch.stack([channel_mean(mean, coefs, x, c, exact) for c in range(mean.shape[1])], 1)
 
 
 class Net(nn.Module):
@@ -323,20 +364,20 @@ class Net(nn.Module):
         self.spec = spec
         self.conv_in = QConv(spec.in_channels, width, spec.first_kernel, spec.in_max)
         self.blocks = nn.ModuleList(ResBlock(width) for _ in range(res_blocks))
-        self.head = QConv(width, 2 * spec.out_channels, 3, ACT_MAX)
+        n, m = spec.out_channels, spec.coef_channels
+        self.head = QConv(width, 2 * n + m, 3, ACT_MAX)
         nn.init.zeros_(self.head.conv.bias)
-        n = spec.out_channels
         # Raw log-scale 0 means scale e**-2 value units.
         ls_offset = (math.log(spec.bins_per_unit) - 2.0) * (1 << LOG_SCALE_FRAC)
         centre = (spec.num_bins - 1) / 2 * (1 << MEAN_FRAC)
-        gain = [spec.bins_per_unit * (1 << MEAN_FRAC)] * n + [float(1 << LOG_SCALE_FRAC)] * n
+        gain = [spec.bins_per_unit * (1 << MEAN_FRAC)] * n + [float(1 << LOG_SCALE_FRAC)] * n + [float(1 << COEF_FRAC)] * m
         self.register_buffer("head_gain", torch.tensor(gain, dtype=torch.float64))
-        self.register_buffer("head_offset", torch.tensor([centre] * n + [ls_offset] * n, dtype=torch.float64))
+        self.register_buffer("head_offset", torch.tensor([centre] * n + [ls_offset] * n + [0.0] * m, dtype=torch.float64))
         self.register_buffer("residual_step", torch.ones((), dtype=torch.float64))
         self.register_buffer("act_head_step", torch.ones((), dtype=torch.float64))
 
-    def forward(self, inp: torch.Tensor, quantized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, log-scale) codes (float tensors) for integer-style input ``inp``, clamped."""
+    def forward(self, inp: torch.Tensor, quantized: bool = False) -> tuple[torch.Tensor, ...]:
+        """(mean, log-scale[, coefficients]) codes (float tensors) for integer-style input ``inp``, clamped."""
         return split_head(self._forward_quantized(inp) if quantized else self._forward_float(inp), self.spec)
 
     def _forward_float(self, inp: torch.Tensor, record: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -348,7 +389,8 @@ class Net(nn.Module):
         h = self.conv_in(inp * self.spec.in_step)
         for block in self.blocks:
             h = h + block.conv2(relu(block.conv1(relu(h))))
-        raw = self.head(relu(h))
+        with torch.autocast(h.device.type, enabled=False):  # codes need float32, even under mixed precision
+            raw = self.head(relu(h).float())
         view = (1, -1, 1, 1)
         return raw * self.head_gain.view(view).float() + self.head_offset.view(view).float()
 
@@ -429,12 +471,15 @@ class BitSwapVAE(nn.Module):
         q_specs, p_specs = net_specs(config)
         self.q = nn.ModuleList(Net(s, config.width, config.res_blocks) for s in q_specs)
         self.p = nn.ModuleList(Net(s, config.width, config.res_blocks) for s in p_specs)
-        self.register_buffer("quantized_flag", torch.zeros((), dtype=torch.bool))
+        self.quantized = False
+        """Whether forward passes emulate the integer model (set by :meth:`calibrate`; a plain bool,
+        so reading it never synchronises with a GPU; saved in the state dict as extra state)."""
 
-    @property
-    def quantized(self) -> bool:
-        """Whether forward passes emulate the integer model (set by :meth:`calibrate`)."""
-        return bool(self.quantized_flag)
+    def get_extra_state(self) -> dict:
+        return {"quantized": self.quantized}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.quantized = bool(state["quantized"])
 
     def posterior(self, level: int, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes of q(z_{level+1} | .): ``inp`` is pixels (N,C,H,W) at level 0, else z_level bins."""
@@ -444,8 +489,9 @@ class BitSwapVAE(nn.Module):
             x = latents_to_input(inp.float(), self.config.latent_bins)
         return self.q[level](x, self.quantized)
 
-    def prior(self, level: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Codes of p(x | z1) at level 0, else of p(z_level | z_{level+1}); ``z`` holds bins."""
+    def prior(self, level: int, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Codes of p(x | z1) at level 0 (mean, log-scale and, with channel conditioning,
+        coefficients), else of p(z_level | z_{level+1}); ``z`` holds bins."""
         return self.p[level](latents_to_input(z.float(), self.config.latent_bins), self.quantized)
 
     def top_prior(self, shape: tuple[int, ...], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -479,7 +525,10 @@ class BitSwapVAE(nn.Module):
             zs.append(z)
             log_q.append(self._latent_log_prob(z, mean, log_scale))
             inp = z
-        mean, log_scale = _codes_to_bins(*self.prior(0, zs[0]))
+        mean, log_scale, *coefs = self.prior(0, zs[0])
+        if coefs:
+            mean = conditioned_mean(mean, coefs[0], x.float(), exact=self.quantized)
+        mean, log_scale = _codes_to_bins(mean, log_scale)
         recon = -discretized_logistic_log_mass(x.float(), mean, log_scale, PIXEL_BINS).sum() / (n * _LN2)
         kl_channels = []
         for level in range(self.config.latent_layers):
@@ -500,7 +549,7 @@ class BitSwapVAE(nn.Module):
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Fix every quantizer's steps from float activations on patches ``x`` and enter quantized mode."""
-        self.quantized_flag.fill_(False)
+        self.quantized = False
         inputs = []
         inp = x
         for level in range(self.config.latent_layers):
@@ -509,7 +558,7 @@ class BitSwapVAE(nn.Module):
             inputs.append((self.p[level], self._latent_input(inp)))
         for net, net_input in inputs:
             net.calibrate(net_input)
-        self.quantized_flag.fill_(True)
+        self.quantized = True
 
     def _latent_input(self, z: torch.Tensor) -> torch.Tensor:
         return latents_to_input(z, self.config.latent_bins)

@@ -19,12 +19,15 @@ from bitswap_plugin.fixedpoint import LOG_SCALE_FRAC, MEAN_FRAC
 from bitswap_plugin.integer_model import (
     IntegerVAE,
     integer_neg_elbo,
+    pixel_distributions,
     load_integer_model,
     save_integer_model,
 )
 from bitswap_plugin.model import (
     BitSwapVAE,
     ModelConfig,
+    channel_mean,
+    conditioned_mean,
     load_float_model,
     neg_elbo,
     save_float_model,
@@ -80,11 +83,14 @@ def shipped(request: pytest.FixtureRequest) -> IntegerVAE:
     return load_integer_model(WEIGHTS / f"{request.param}.safetensors")
 
 
-@pytest.fixture(scope="module")
-def trained_small() -> tuple[BitSwapVAE, torch.Tensor]:
+@pytest.fixture(scope="module", params=[False, True], ids=["independent-channels", "channel-conditioning"])
+def trained_small(request: pytest.FixtureRequest) -> tuple[BitSwapVAE, torch.Tensor]:
     """A small float model trained briefly on real patches, then calibrated and QAT-tuned a little."""
     torch.manual_seed(0)
-    model = BitSwapVAE(ModelConfig(channels=3, latent_channels=4, latent_layers=2, width=16, res_blocks=1, name="t"))
+    config = ModelConfig(
+        channels=3, latent_channels=4, latent_layers=2, width=16, res_blocks=1, channel_conditioning=request.param, name="t"
+    )
+    model = BitSwapVAE(config)
     data = _patches(False, 128, seed=1)
     opt = torch.optim.Adam(model.parameters(), lr=4e-3, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(0)
@@ -251,6 +257,15 @@ def test_integer_model_reproduces_quantized_float_model(trained_small: tuple[Bit
             z = ((got[0] + 128) >> MEAN_FRAC).clamp(0, k - 1)
             _assert_same(list(integer.prior(level, z)), [t.long() for t in model.prior(level, z)])
             inp = z
+    # channel conditioning: the integer path (int64, floor division) equals the QAT path (floats, floor)
+    conditioned = model.config.channel_conditioning
+    codes = integer.prior(0, ((integer.posterior(0, x)[0] + 128) >> MEAN_FRAC).clamp(0, k - 1))
+    assert len(codes) == (3 if conditioned else 2)
+    assert len(list(pixel_distributions(codes, x.long()))) == (3 if conditioned else 1)
+    coefs = codes[2] if conditioned else None
+    want = conditioned_mean(codes[0].double(), None if coefs is None else coefs.double(), x.double(), exact=True)
+    got = torch.stack([channel_mean(codes[0], coefs, x.long(), c, exact=True) for c in range(3)], 1)
+    _assert_same([got], [want.long()])
 
 
 def test_integer_model_tracks_float_model(trained_small: tuple[BitSwapVAE, torch.Tensor]) -> None:
@@ -261,12 +276,12 @@ def test_integer_model_tracks_float_model(trained_small: tuple[BitSwapVAE, torch
         z_int = integer.posterior(0, x)
         z = ((z_int[0] + 128) >> MEAN_FRAC).clamp(0, model.config.latent_bins - 1)
         x_int = integer.prior(0, z)
-        model.quantized_flag.fill_(False)
+        model.quantized = False
         try:
             z_float, x_float = model.posterior(0, x), model.prior(0, z)
         finally:
-            model.quantized_flag.fill_(True)
-    for (mean_i, ls_i), (mean_f, ls_f) in ((z_int, z_float), (x_int, x_float)):
+            model.quantized = True
+    for (mean_i, ls_i, *_), (mean_f, ls_f, *_) in ((z_int, z_float), (x_int, x_float)):
         scale = torch.exp(ls_f / 64)  # in bins
         shift = ((mean_i - mean_f) / 256).abs() / scale
         assert float(shift.mean()) < 0.05 and float(shift.max()) < 1.0
@@ -280,11 +295,11 @@ def test_integer_elbo_matches_float_elbo(trained_small: tuple[BitSwapVAE, torch.
     x = torch.cat([x] * 4)
     quantized = neg_elbo(model, x, generator=torch.Generator().manual_seed(0))
     coded = integer_neg_elbo(integer, x, torch.Generator().manual_seed(0))
-    model.quantized_flag.fill_(False)
+    model.quantized = False
     try:
         unquantized = neg_elbo(model, x, generator=torch.Generator().manual_seed(0))
     finally:
-        model.quantized_flag.fill_(True)
+        model.quantized = True
     assert abs(coded / quantized - 1) < 0.01
     assert abs(coded / unquantized - 1) < 0.03
 
@@ -338,3 +353,20 @@ def test_cross_isa_determinism() -> None:
         for env, threads in runs
     ]
     assert len(digests[0]) == 64 and digests[0] == digests[1]
+
+
+@pytest.mark.parametrize("method", ["bitswap", "bbans"])
+def test_exported_model_codes_images_losslessly(
+    trained_small: tuple[BitSwapVAE, torch.Tensor], tmp_path: Path, method: str
+) -> None:
+    """A freshly exported model (with or without channel conditioning) through the real coder, padding included."""
+    from bitswap_plugin import compress, decompress, zoo
+
+    model, _ = trained_small
+    name = "t-conditioned" if model.config.channel_conditioning else "t-independent"
+    path = tmp_path / f"{name}.safetensors"
+    save_integer_model(IntegerVAE.from_float(model), path)
+    zoo.register_model(path)
+    image = _photo(False)[:, :70, :45].transpose(1, 2, 0).copy()
+    data = compress(image, model=name, method=method)
+    assert decompress(data).tobytes() == image.tobytes()

@@ -1,0 +1,516 @@
+"""Train a Bit-Swap model from folders of images, then quantize and export it.
+
+One run has three phases, all resumable from the checkpoint in ``--out``:
+
+1. **float**: Adam on random 32x32 crops (full size and antialiased 1/2, 1/4
+   downscales, random flips), learning rate decaying exponentially from
+   ``--lr`` to ``--lr-end``, gradient clipping at norm 1, free bits (KL clamped
+   at ``--free-bits`` bits per layer and channel), data-dependent init;
+2. **qat**: calibration of every quantizer, then quantization-aware
+   fine-tuning with the integer network's arithmetic in the loop;
+3. **export**: the integer model the codec uses (``<out>/<name>.safetensors``)
+   and ``summary.json`` with the float, quantized and integer -ELBO on the same
+   validation patches.
+
+Validation patches come from the last ``--val-images`` photos (sorted by
+name), which are never trained on. ``log.jsonl`` gets a line per validation,
+``curves.png`` plots it. On CUDA the float phase may use bfloat16 autocast
+(``--amp``); under ``torchrun`` training is data-parallel (DDP; nccl on CUDA,
+gloo on CPU)::
+
+    bitswap train --data ../shared/datasets/photos-train --out runs/rgb --preset rgb
+    torchrun --standalone --nproc-per-node 2 -m bitswap_plugin.train --data ... --out ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from tqdm import tqdm
+
+from .errors import BitSwapError
+from .integer_model import IntegerVAE, integer_neg_elbo, load_integer_model, save_integer_model
+from .model import BitSwapVAE, ModelConfig, neg_elbo, save_float_model
+from .patches import PATCH
+
+PRESETS = {
+    "rgb": ModelConfig(
+        channels=3, latent_channels=8, latent_layers=2, width=64, res_blocks=2, channel_conditioning=True, name="bitswap-rgb"
+    ),
+    "gray": ModelConfig(channels=1, latent_channels=4, latent_layers=2, width=64, res_blocks=2, name="bitswap-gray"),
+    "tiny-rgb": ModelConfig(channels=3, latent_channels=8, latent_layers=2, width=32, res_blocks=1, name="tiny-rgb"),
+    "tiny-gray": ModelConfig(channels=1, latent_channels=4, latent_layers=2, width=32, res_blocks=1, name="tiny-gray"),
+}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm")
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+
+
+# -- data --------------------------------------------------------------------
+
+
+def image_paths(folders: list[str]) -> list[Path]:
+    """Every image file directly in ``folders``, sorted by folder order then name."""
+    paths = []
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise BitSwapError(f"training data folder {folder!r} does not exist")
+        paths += sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return paths
+
+
+class PatchSampler:
+    """Random PATCH x PATCH crops of images at several antialiased scales.
+
+    Crops are drawn uniformly over all crop positions of all scaled images, so
+    a large photo gives proportionally more patches than a small one.
+    """
+
+    def __init__(self, paths: list[Path], channels: int, scales: tuple[int, ...] = (1, 2, 4)) -> None:
+        self.images = []
+        for path in paths:
+            with Image.open(path) as im:
+                im = im.convert("L" if channels == 1 else "RGB")
+                for factor in scales:
+                    small = im if factor == 1 else im.resize((im.width // factor, im.height // factor), Image.LANCZOS)
+                    if min(small.size) >= PATCH:
+                        arr = np.asarray(small)
+                        self.images.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
+        if not self.images:
+            raise BitSwapError(f"no image of at least {PATCH}x{PATCH} pixels among {len(paths)} files")
+        positions = np.array([(a.shape[1] - PATCH + 1) * (a.shape[2] - PATCH + 1) for a in self.images], dtype=np.float64)
+        self.weights = positions / positions.sum()
+
+    def sample(self, n: int, rng: np.random.Generator, flip: bool = True) -> torch.Tensor:
+        """(n, C, PATCH, PATCH) uint8 crops; with ``flip``, each flipped at random both ways."""
+        out = np.empty((n, self.images[0].shape[0], PATCH, PATCH), dtype=np.uint8)
+        for i, j in enumerate(rng.choice(len(self.images), n, p=self.weights)):
+            img = self.images[j]
+            y = rng.integers(0, img.shape[1] - PATCH + 1)
+            x = rng.integers(0, img.shape[2] - PATCH + 1)
+            crop = img[:, y : y + PATCH, x : x + PATCH]
+            if flip:
+                crop = crop[:, :: rng.choice((1, -1)), :: rng.choice((1, -1))]
+            out[i] = crop
+        return torch.from_numpy(out)
+
+
+# -- model initialisation and schedule --------------------------------------
+
+
+@torch.no_grad()
+def data_dependent_init(model: BitSwapVAE, x: torch.Tensor) -> None:
+    """Scale every input and inner convolution so its outputs have zero mean and unit variance on ``x``.
+
+    One forward pass: each layer is normalised as it runs, so later layers see
+    normalised inputs (as in weight-normalisation's data-dependent init).
+    """
+    def normalise(module: torch.nn.Conv2d, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        mean = output.mean((0, 2, 3))
+        std = output.std((0, 2, 3)).clamp(min=1e-3)
+        module.weight.div_(std.view(-1, 1, 1, 1))
+        module.bias.sub_(mean).div_(std)
+        return (output - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+    convs = [net.conv_in.conv for net in (*model.q, *model.p)]
+    convs += [block.conv1.conv for net in (*model.q, *model.p) for block in net.blocks]
+    hooks = [conv.register_forward_hook(normalise) for conv in convs]
+    try:
+        model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def learning_rate(step: int, steps: int, lr: float, lr_end: float) -> float:
+    """Exponential decay from ``lr`` at step 0 to ``lr_end`` at ``steps``."""
+    return lr * (lr_end / lr) ** min(1.0, step / max(1, steps))
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- the run -----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Settings:
+    """Everything that determines a run (saved in the checkpoint; a resume must match it)."""
+
+    config: ModelConfig
+    data: list[str]
+    steps: int = 20000
+    qat_steps: int = 2000
+    batch: int = 64
+    lr: float = 2e-3
+    lr_end: float = 5e-4
+    qat_lr: float = 2e-4
+    free_bits: float = 1.0
+    val_images: int = 5
+    """Hold out the last this many --data images for validation (unless val_data is given)."""
+    val_data: list[str] = dataclasses.field(default_factory=list)
+    """Folders of validation images; then all --data images are trained on."""
+    val_patches: int = 1024
+    val_every: int = 500
+    seed: int = 0
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["config"] = json.loads(self.config.to_json())
+        return json.dumps(data, sort_keys=True)
+
+
+class Trainer:
+    """Runs :class:`Settings` in ``out``, as one process of a (possibly distributed) job."""
+
+    def __init__(self, settings: Settings, out: Path, device: torch.device, amp: bool, progress: bool) -> None:
+        self.settings, self.out, self.device = settings, out, device
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        self.amp = amp and device.type == "cuda"
+        self.progress = progress and self.rank == 0
+        paths = image_paths(settings.data)
+        if settings.val_data:
+            train_paths, val_paths = paths, image_paths(settings.val_data)
+        elif len(paths) > settings.val_images:
+            train_paths, val_paths = paths[: len(paths) - settings.val_images], paths[len(paths) - settings.val_images :]
+        else:
+            raise BitSwapError(f"need more than {settings.val_images} images for training and validation, got {len(paths)}")
+        channels = settings.config.channels
+        self.train_data = PatchSampler(train_paths, channels)
+        val_sampler = PatchSampler(val_paths, channels)
+        self.val = val_sampler.sample(settings.val_patches, np.random.default_rng(12345), flip=False)
+        torch.manual_seed(settings.seed)  # the initial weights
+        self.model = BitSwapVAE(settings.config).to(device)
+        self.step = 0
+        self.noise = torch.Generator(device=device)
+        self.float_val: float | None = None
+
+    def _streams(self, stream: int) -> np.random.Generator:
+        """Data and noise generators of this rank for one step, seeded from (seed, rank, step, stream):
+        a resumed run draws exactly what an uninterrupted one would, with no generator state to save."""
+        seed = [self.settings.seed, self.rank, self.step, stream]
+        self.noise.manual_seed(int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0] >> 1))
+        return np.random.default_rng(seed)
+
+    # -- state
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.settings.lr, betas=(0.9, 0.999))
+
+    def _save(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.rank != 0:
+            return
+        state = {
+            "settings": self.settings.to_json(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "float_val": -1.0 if self.float_val is None else self.float_val,
+        }
+        temp = self.out / (CHECKPOINT + ".part")
+        torch.save(state, temp)
+        os.replace(temp, self.out / CHECKPOINT)
+
+    def _load(self, adopt_steps: bool) -> dict:
+        state = torch.load(self.out / CHECKPOINT, map_location=self.device, weights_only=True)
+        saved = json.loads(state["settings"])
+        if adopt_steps:  # the run's length was planned from a time budget when it started
+            self.settings = dataclasses.replace(self.settings, steps=saved["steps"], qat_steps=saved["qat_steps"])
+        if state["settings"] != self.settings.to_json():
+            raise BitSwapError(f"--resume: the settings differ from the checkpoint's: {state['settings']}")
+        self.step = int(state["step"])
+        self.model.load_state_dict(state["model"])
+        self.float_val = None if state["float_val"] < 0 else float(state["float_val"])
+        return state["optimizer"]
+
+    # -- loop
+
+    def _log(self, record: dict) -> None:
+        if self.rank == 0:
+            with open(self.out / LOG, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def validate(self) -> float:
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        return neg_elbo(self.model, self.val.to(self.device), batch_size=256, generator=generator)
+
+    def _train_step(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on patches ``x``; returns the batch's -ELBO (a device scalar, no sync)."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp and not self.model.quantized):
+            loss = net(x, free_bits=self.settings.free_bits, generator=self.noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        optimizer.step()
+        return loss.neg_elbo.detach()
+
+    def plan(self, minutes: float, qat_share: float = 0.15, probe_steps: int = 20) -> None:
+        """Set ``steps`` and ``qat_steps`` so that training takes about ``minutes``, ``qat_share`` of it QAT.
+
+        Times ``probe_steps`` float and QAT steps of a throwaway copy of the model;
+        under DDP every rank adopts rank 0's plan.
+        """
+        real, self.model = self.model, copy.deepcopy(self.model)
+        seconds = []
+        try:
+            for phase in ("float", "qat"):
+                if phase == "qat":
+                    self.model.calibrate(self.train_data.sample(256, self._streams(3)).to(self.device))
+                optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
+                for i in range(probe_steps + 3):
+                    if i == 3:  # the first steps pay for warm-up
+                        _synchronize(self.device)
+                        start = time.monotonic()
+                    self._train_step(self.model, optimizer, self.train_data.sample(self.settings.batch, self._streams(4)).to(self.device))
+                _synchronize(self.device)
+                seconds.append((time.monotonic() - start) / probe_steps)
+        finally:
+            self.model = real
+        budget = minutes * 60
+        plan = [max(1, int(budget * (1 - qat_share) / seconds[0])), max(1, int(budget * qat_share / seconds[1]))]
+        if self.distributed:
+            dist.broadcast_object_list(plan, src=0)
+        self.settings = dataclasses.replace(self.settings, steps=plan[0], qat_steps=plan[1])
+        self._log({"plan_minutes": minutes, "float_step_seconds": seconds[0], "qat_step_seconds": seconds[1],
+                   "steps": plan[0], "qat_steps": plan[1]})
+
+    def run(self, resume: bool, time_limit: float | None = None, minutes: float | None = None, max_steps: int | None = None) -> bool:
+        """Train until done, ``time_limit`` seconds or step ``max_steps``; returns whether training (not export) is done.
+
+        With ``minutes``, a new run first :meth:`plan`\\ s its length; a resumed one keeps its plan.
+        """
+        started = time.monotonic()
+        optimizer_state = None
+        if resume and (self.out / CHECKPOINT).exists():
+            optimizer_state = self._load(adopt_steps=minutes is not None)
+        else:
+            data_dependent_init(self.model, self.train_data.sample(256, self._streams(1)).to(self.device))
+            if minutes is not None:
+                self.plan(minutes)
+        s = self.settings
+        net = self._wrap()
+        optimizer = self._optimizer()
+        if optimizer_state is not None:
+            optimizer.load_state_dict(optimizer_state)
+        total = s.steps + s.qat_steps
+        stop = total if max_steps is None else min(total, max_steps)
+        self._log({"start_step": self.step, "world_size": self.world, "device": str(self.device), "settings": json.loads(s.to_json())})
+        bar = tqdm(total=total, initial=self.step, unit="step", disable=not self.progress, dynamic_ncols=True)
+        window_sum, window_steps = torch.zeros((), device=self.device), 0
+        while self.step < stop and (time_limit is None or time.monotonic() - started < time_limit):
+            if self.step == s.steps and not self.model.quantized:
+                optimizer = self._enter_qat()
+            qat = self.model.quantized
+            lr = s.qat_lr if qat else learning_rate(self.step, s.steps, s.lr, s.lr_end)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x = self.train_data.sample(s.batch, self._streams(0)).to(self.device, non_blocking=True)
+            window_sum += self._train_step(net, optimizer, x)
+            window_steps += 1
+            self.step += 1
+            bar.update(1)
+            if self.step % s.val_every == 0 or self.step == total:
+                record = {"step": self.step, "phase": "qat" if qat else "float", "train_bpd": float(window_sum) / window_steps}
+                window_sum, window_steps = torch.zeros((), device=self.device), 0
+                if self.rank == 0:
+                    record.update(val_bpd=self.validate(), lr=lr, seconds=round(time.monotonic() - started, 1))
+                    self._log(record)
+                    bar.set_postfix(train=f"{record['train_bpd']:.3f}", val=f"{record['val_bpd']:.3f}")
+                self._save(optimizer)
+        bar.close()
+        if self.distributed:
+            self._log({"step": self.step, "replicas_equal": self._replicas_equal()})
+        if self.step >= total and not self.model.quantized:  # no QAT steps: calibrate for export
+            optimizer = self._enter_qat()
+        self._save(optimizer)
+        return self.step >= total
+
+    def _enter_qat(self) -> torch.optim.Optimizer:
+        """Record the float model's validation -ELBO, calibrate every quantizer on a training batch
+        (the same on all ranks) and switch to quantized mode; returns a fresh optimizer."""
+        self.float_val = self.validate() if self.rank == 0 else None
+        self._log({"step": self.step, "phase": "calibrate", "float_val_bpd": self.float_val})
+        batch = self.train_data.sample(512, np.random.default_rng([self.settings.seed, 1 << 40])).to(self.device)
+        self.model.calibrate(batch, generator=torch.Generator(device=self.device).manual_seed(7))
+        return self._optimizer()
+
+    def _replicas_equal(self) -> bool:
+        """Whether every rank holds bit-identical parameters (DDP keeps them so)."""
+        flat = torch.cat([p.detach().flatten().double() for p in self.model.parameters()])
+        digest = torch.stack([flat.sum(), (flat * torch.arange(flat.numel(), device=flat.device)).sum()])
+        gathered = [torch.empty_like(digest) for _ in range(self.world)]
+        dist.all_gather(gathered, digest)
+        return all(torch.equal(g, digest) for g in gathered)
+
+    def _wrap(self) -> torch.nn.Module:
+        if not self.distributed:
+            return self.model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    # -- export
+
+    def export(self) -> dict:
+        """Write the integer model and summary.json; returns the summary."""
+        model = self.model.cpu().eval()
+        integer = IntegerVAE.from_float(model)
+        path = self.out / f"{self.settings.config.name}.safetensors"
+        save_integer_model(integer, path)
+        loaded = load_integer_model(path)
+        save_float_model(model, str(self.out / f"{self.settings.config.name}.float.pt"))
+        val = self.val
+        quantized = neg_elbo(model, val, generator=torch.Generator().manual_seed(0))
+        integer_bpd = integer_neg_elbo(loaded, val, torch.Generator().manual_seed(0))
+        summary = {
+            "model": str(path),
+            "config": json.loads(self.settings.config.to_json()),
+            "content_hash": loaded.content_hash,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "file_bytes": path.stat().st_size,
+            "steps": self.settings.steps,
+            "qat_steps": self.settings.qat_steps,
+            "val_patches": int(val.shape[0]),
+            "val_float_bpd": self.float_val,
+            "val_quantized_bpd": quantized,
+            "val_integer_bpd": integer_bpd,
+            "integer_vs_float": None if not self.float_val else integer_bpd / self.float_val - 1,
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        plot_log(self.out / LOG, self.out / "curves.png")
+        return summary
+
+
+def read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_log(log: Path, png: Path) -> bool:
+    """Plot train / validation bits per subpixel against step; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    records = [r for r in read_log(log) if "train_bpd" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for phase, style in (("float", "-"), ("qat", "--")):
+        rows = [r for r in records if r["phase"] == phase]
+        if rows:
+            steps = [r["step"] for r in rows]
+            ax.plot(steps, [r["train_bpd"] for r in rows], style, color="tab:blue", label=f"train ({phase})")
+            ax.plot(steps, [r["val_bpd"] for r in rows], style, color="tab:orange", label=f"validation ({phase})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("-ELBO, bits per subpixel")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# -- command line ------------------------------------------------------------
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(
+        prog="bitswap train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", action="append", required=True, help="folder of training images (repeatable); never the Kodak set")
+    parser.add_argument("--val-data", action="append", default=[], help="folder of validation images (repeatable; default: hold out the last --val-images)")
+    parser.add_argument("--out", required=True, help="run folder: checkpoint, log, curves, exported model")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="rgb", help="model configuration (default: rgb)")
+    parser.add_argument("--name", help="model name (default: the preset's)")
+    for field in ("width", "res_blocks", "latent_channels", "latent_layers"):
+        parser.add_argument(f"--{field.replace('_', '-')}", type=int, help=f"override the preset's {field}")
+    parser.add_argument("--conditioning", action=argparse.BooleanOptionalAction, default=None,
+                        help="override the preset's channel conditioning (RGB only)")
+    defaults = Settings(config=PRESETS["rgb"], data=[])
+    for field in ("steps", "qat_steps", "batch", "lr", "lr_end", "qat_lr", "free_bits", "val_images", "val_patches", "val_every", "seed"):
+        value = getattr(defaults, field)
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value, help=f"(default: {value})")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    parser.add_argument("--minutes", type=float, help="plan --steps and --qat-steps to take about this long (85%%/15%%)")
+    parser.add_argument("--time-limit", type=float, help="stop (with a checkpoint) after this many seconds; --resume continues")
+    parser.add_argument("--max-steps", type=int, help="stop (with a checkpoint) at this step; --resume continues")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast in the float phase on CUDA")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {f: getattr(args, f) for f in ("width", "res_blocks", "latent_channels", "latent_layers") if getattr(args, f) is not None}
+    if args.conditioning is not None:
+        overrides["channel_conditioning"] = args.conditioning
+    if args.name:
+        overrides["name"] = args.name
+    config = dataclasses.replace(PRESETS[args.preset], **overrides)
+    fields = {f.name for f in dataclasses.fields(Settings)} - {"config", "data", "val_data"}
+    folders = {key: [os.path.abspath(d) for d in getattr(args, key)] for key in ("data", "val_data")}
+    return Settings(config=config, **folders, **{f: getattr(args, f) for f in fields})
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``bitswap train``; returns the process exit code."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = settings_from_args(args)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if args.device == "auto":
+        device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    else:
+        device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = False  # codes need float32 precision
+        torch.backends.cuda.matmul.allow_tf32 = False
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        trainer = Trainer(settings, out, device, amp=args.amp, progress=not args.quiet)
+        done = trainer.run(args.resume, args.time_limit, args.minutes, args.max_steps)
+        if trainer.rank == 0:
+            if done:
+                summary = trainer.export()
+                print(json.dumps(summary, indent=2))
+            else:
+                print(f"stopped at step {trainer.step}; continue with --resume", file=sys.stderr)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(build_parser().parse_args(argv))
+    except BitSwapError as exc:
+        print(f"bitswap train: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""``bitswap train``: the whole pipeline on a few small images, exact resume, and DDP on two CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bitswap_plugin import compress, decompress, zoo
+from bitswap_plugin.cli import main as cli_main
+from bitswap_plugin.integer_model import load_integer_model
+from bitswap_plugin.model import load_float_model
+from bitswap_plugin.train import read_log
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT.parent / "shared" / "datasets" / "photos-train" / "001.png"  # a training photo, never Kodak
+TINY = ["--width", "8", "--res-blocks", "0", "--batch", "8", "--val-patches", "16", "--val-images", "1", "-q"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four 96x80 images cut from a training photo (smooth random images where it is missing)."""
+    folder = tmp_path_factory.mktemp("photos")
+    if PHOTO.exists():
+        photo = np.asarray(Image.open(PHOTO).convert("RGB"))
+    else:
+        rng = np.random.default_rng(0)
+        photo = np.cumsum(rng.integers(-3, 4, (400, 400, 3)), axis=1).clip(0, 255).astype(np.uint8)
+    for i in range(4):
+        Image.fromarray(photo[100 * i : 100 * i + 80, 50 : 50 + 96]).save(folder / f"{i}.png")
+    return folder
+
+
+def _train(data: Path, out: Path, *extra: str) -> int:
+    threads = torch.get_num_threads()
+    try:
+        return cli_main(["train", "--data", str(data), "--out", str(out), *TINY, *extra])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_train_quantize_export(data: Path, tmp_path: Path) -> None:
+    """Float phase, calibration, QAT and export; the exported model codes an image losslessly."""
+    out = tmp_path / "run"
+    assert _train(data, out, "--steps", "6", "--qat-steps", "3", "--val-every", "3", "--threads", "1") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    log = read_log(out / "log.jsonl")
+    steps = [(r["phase"], r["step"]) for r in log if "train_bpd" in r]
+    assert steps == [("float", 3), ("float", 6), ("qat", 9)]
+    assert [r["float_val_bpd"] for r in log if r.get("phase") == "calibrate"] == [summary["val_float_bpd"]]
+    assert all(np.isfinite(r["train_bpd"]) and r["val_bpd"] > 0 for r in log if "train_bpd" in r)
+    # the integer model's exact code length tracks the quantized float model's -ELBO on the same patches
+    assert abs(summary["val_integer_bpd"] / summary["val_quantized_bpd"] - 1) < 0.02
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model_path = out / "bitswap-rgb.safetensors"
+    assert load_integer_model(model_path).content_hash == summary["content_hash"]
+    assert load_float_model(str(out / "bitswap-rgb.float.pt")).quantized
+    name = zoo.register_model(model_path, "trained-in-test")
+    image = np.asarray(Image.open(next(data.iterdir())))[:40, :50]
+    assert np.array_equal(decompress(compress(image, model=name)), image)
+
+
+def test_resume_reproduces_an_uninterrupted_run(data: Path, tmp_path: Path) -> None:
+    """Stopping at a step (in the float phase, and again in QAT) and resuming gives the very same run."""
+    args = ("--steps", "4", "--qat-steps", "3", "--val-every", "1", "--threads", "1")
+    assert _train(data, tmp_path / "whole", *args) == 0
+    assert _train(data, tmp_path / "parts", *args, "--max-steps", "2") == 0
+    assert not (tmp_path / "parts" / "summary.json").exists()
+    assert _train(data, tmp_path / "parts", *args, "--max-steps", "5", "--resume") == 0
+    assert _train(data, tmp_path / "parts", *args, "--resume") == 0
+
+    def curve(run: str) -> list[tuple[int, float, float]]:
+        return [(r["step"], r["train_bpd"], r["val_bpd"]) for r in read_log(tmp_path / run / "log.jsonl") if "train_bpd" in r]
+
+    assert len(curve("whole")) == 7 and curve("parts") == curve("whole")
+    hashes = [json.loads((tmp_path / run / "summary.json").read_text())["content_hash"] for run in ("whole", "parts")]
+    assert hashes[0] == hashes[1]
+
+
+def test_resume_refuses_different_settings(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _train(data, tmp_path, "--steps", "2", "--qat-steps", "1", "--max-steps", "1", "--threads", "1") == 0
+    assert _train(data, tmp_path, "--steps", "2", "--qat-steps", "1", "--lr", "1e-3", "--resume", "--threads", "1") == 1
+    assert "settings differ" in capsys.readouterr().err
+
+
+def test_bad_data_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "few").mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "few" / "a.png")
+    assert cli_main(["train", "--data", str(tmp_path / "few"), "--out", str(tmp_path / "o"), "--val-images", "1"]) == 1
+    assert "need more than 1 images" in capsys.readouterr().err
+
+
+def test_distributed_data_parallel_on_two_cpu_processes(data: Path, tmp_path: Path) -> None:
+    """torchrun with 2 processes on the gloo backend trains, keeps both replicas equal, and exports."""
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "bitswap_plugin.train", "--data", str(data), "--out", str(out), *TINY,
+        "--steps", "4", "--qat-steps", "2", "--val-every", "2", "--device", "cpu",
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = read_log(out / "log.jsonl")
+    assert log[0]["world_size"] == 2
+    assert [r["replicas_equal"] for r in log if "replicas_equal" in r] == [True]
+    assert [r["step"] for r in log if "train_bpd" in r] == [2, 4, 6]
+    summary = json.loads((out / "summary.json").read_text())
+    assert load_integer_model(out / "bitswap-rgb.safetensors").content_hash == summary["content_hash"]
