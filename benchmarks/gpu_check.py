@@ -67,7 +67,8 @@ def _timed(fn, device: torch.device):
     return out, time.perf_counter() - start
 
 
-def check(cases: dict[str, np.ndarray], cpu_files: Path, device: torch.device) -> list[dict]:
+def check(cases: dict[str, np.ndarray], cpu_files: Path, device: torch.device, report) -> list[dict]:
+    """Run every check; ``report(results)`` is called after each image, so a timeout keeps what was done."""
     results = []
     compress(cases[next(iter(cases))][:64, :64], device=device)  # load models, warm up kernels
     for name, image in cases.items():
@@ -80,7 +81,8 @@ def check(cases: dict[str, np.ndarray], cpu_files: Path, device: torch.device) -
             data, seconds = _timed(lambda: compress(image, device=device), device)
             row["compress_s"] = seconds
             row["device_file_equals_cpu_file"] = data == reference
-            row["device_file_decodes_on_cpu"] = bool(np.array_equal(decompress(data, device="cpu"), image))
+            # identical bytes decode as the CPU file does (CI round-trips CPU files); else decode here
+            row["device_file_decodes_on_cpu"] = data == reference or bool(np.array_equal(decompress(data, device="cpu"), image))
             row["compress_mb_s"] = row["raw_mb"] / row["compress_s"]
             row["decompress_mb_s"] = row["raw_mb"] / row["decompress_s"]
             row["bits_per_subpixel"] = 8 * len(data) / image.size
@@ -88,6 +90,7 @@ def check(cases: dict[str, np.ndarray], cpu_files: Path, device: torch.device) -
             row["error"] = traceback.format_exc(limit=8)
         print(json.dumps(row), flush=True)
         results.append(row)
+        report(results)
     return results
 
 
@@ -106,13 +109,14 @@ def main() -> int:
             (args.make_cpu_files / f"{name}.bsw").write_bytes(compress(image, device="cpu"))
         return 0
     device = torch.device(args.device)
-    results = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "checks": check(cases, args.cpu_files, device),
-    }
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__}
+
+    def report(checks: list[dict]) -> None:
+        results["checks"] = checks
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+    check(cases, args.cpu_files, device, report)
     keys = ("cpu_file_decodes_on_device", "device_file_equals_cpu_file", "device_file_decodes_on_cpu")
     ok = all(row.get(k) is True for row in results["checks"] for k in keys)
     print("ALL CHECKS PASSED" if ok else "SOME CHECKS FAILED", flush=True)
