@@ -229,7 +229,8 @@ def requant_params(ratio: torch.Tensor, bias_acc: torch.Tensor) -> Requant:
 def _apply_requant(acc: torch.Tensor, rq: Requant) -> torch.Tensor:
     """Float64 emulation of :func:`fixedpoint.requantize` (exact while |acc + bias| * multiplier < 2**53)."""
     view = (1, -1, 1, 1)
-    y = (acc.double() + rq.bias.view(view)) * (rq.multiplier.view(view) * _pow2(-rq.shift))
+    bias, multiplier = rq.bias.to(acc.device), rq.multiplier.to(acc.device)
+    y = (acc.double() + bias.view(view)) * (multiplier.view(view) * _pow2(-rq.shift))
     return _ste(y, torch.floor(y))
 
 

@@ -2,23 +2,26 @@
 
 One run has three phases, all resumable from the checkpoint in ``--out``:
 
-1. **float**: Adam on random 32x32 crops (full size and antialiased 1/2, 1/4
-   downscales, random flips), learning rate decaying exponentially from
-   ``--lr`` to ``--lr-end``, gradient clipping at norm 1, free bits (KL clamped
-   at ``--free-bits`` bits per layer and channel), data-dependent init;
+1. **float**: Adam on random 32x32 crops (``--scales``: the images at full
+   size and antialiased downscales; random flips, with ``--transpose`` random
+   transposes too), learning rate decaying exponentially from ``--lr`` to
+   ``--lr-end``, gradient clipping at norm 1, free bits (KL clamped at
+   ``--free-bits`` bits per layer and channel), data-dependent init, or the
+   weights of an earlier run with ``--init``;
 2. **qat**: calibration of every quantizer, then quantization-aware
    fine-tuning with the integer network's arithmetic in the loop;
-3. **export**: the integer model the codec uses (``<out>/<name>.safetensors``)
-   and ``summary.json`` with the float, quantized and integer -ELBO on the same
-   validation patches.
+3. **export**: the integer model the codec uses (``<out>/<name>.safetensors``),
+   the float weights (``<name>.float.pt``, for ``--init``) and ``summary.json``
+   with the float, quantized and integer -ELBO on the same validation patches.
 
 Validation patches come from the last ``--val-images`` photos (sorted by
-name), which are never trained on. ``log.jsonl`` gets a line per validation,
-``curves.png`` plots it. On CUDA the float phase may use bfloat16 autocast
-(``--amp``); under ``torchrun`` training is data-parallel (DDP; nccl on CUDA,
-gloo on CPU)::
+name), which are never trained on, or from ``--val-data``. ``log.jsonl`` gets
+a line per validation, ``curves.png`` plots it. ``--minutes`` sizes the run
+from a measured step time. On CUDA the float phase may use bfloat16 autocast
+(``--amp``; the output heads stay float32); under ``torchrun`` training is
+data-parallel (DDP; nccl on CUDA, gloo on CPU)::
 
-    bitswap train --data ../shared/datasets/photos-train --out runs/rgb --preset rgb
+    bitswap train --data ../shared/datasets/photos-train --out runs/rgb --preset rgb --minutes 60
     torchrun --standalone --nproc-per-node 2 -m bitswap_plugin.train --data ... --out ...
 """
 
@@ -41,7 +44,7 @@ from tqdm import tqdm
 
 from .errors import BitSwapError
 from .integer_model import IntegerVAE, integer_neg_elbo, load_integer_model, save_integer_model
-from .model import BitSwapVAE, ModelConfig, neg_elbo, save_float_model
+from .model import BitSwapVAE, ModelConfig, load_float_model, neg_elbo, save_float_model
 from .patches import PATCH
 
 PRESETS = {
@@ -77,13 +80,14 @@ class PatchSampler:
     a large photo gives proportionally more patches than a small one.
     """
 
-    def __init__(self, paths: list[Path], channels: int, scales: tuple[int, ...] = (1, 2, 4)) -> None:
+    def __init__(self, paths: list[Path], channels: int, scales: tuple[float, ...] = (1, 2, 4)) -> None:
         self.images = []
         for path in paths:
             with Image.open(path) as im:
                 im = im.convert("L" if channels == 1 else "RGB")
                 for factor in scales:
-                    small = im if factor == 1 else im.resize((im.width // factor, im.height // factor), Image.LANCZOS)
+                    size = (round(im.width / factor), round(im.height / factor))
+                    small = im if factor == 1 else im.resize(size, Image.LANCZOS)
                     if min(small.size) >= PATCH:
                         arr = np.asarray(small)
                         self.images.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
@@ -92,8 +96,9 @@ class PatchSampler:
         positions = np.array([(a.shape[1] - PATCH + 1) * (a.shape[2] - PATCH + 1) for a in self.images], dtype=np.float64)
         self.weights = positions / positions.sum()
 
-    def sample(self, n: int, rng: np.random.Generator, flip: bool = True) -> torch.Tensor:
-        """(n, C, PATCH, PATCH) uint8 crops; with ``flip``, each flipped at random both ways."""
+    def sample(self, n: int, rng: np.random.Generator, flip: bool = True, transpose: bool = False) -> torch.Tensor:
+        """(n, C, PATCH, PATCH) uint8 crops; with ``flip``, each flipped at random both ways, with
+        ``transpose`` also transposed at random (all eight rotations and reflections)."""
         out = np.empty((n, self.images[0].shape[0], PATCH, PATCH), dtype=np.uint8)
         for i, j in enumerate(rng.choice(len(self.images), n, p=self.weights)):
             img = self.images[j]
@@ -102,6 +107,8 @@ class PatchSampler:
             crop = img[:, y : y + PATCH, x : x + PATCH]
             if flip:
                 crop = crop[:, :: rng.choice((1, -1)), :: rng.choice((1, -1))]
+            if transpose and rng.random() < 0.5:
+                crop = crop.transpose(0, 2, 1)
             out[i] = crop
         return torch.from_numpy(out)
 
@@ -163,6 +170,12 @@ class Settings:
     """Hold out the last this many --data images for validation (unless val_data is given)."""
     val_data: list[str] = dataclasses.field(default_factory=list)
     """Folders of validation images; then all --data images are trained on."""
+    scales: list[float] = dataclasses.field(default_factory=lambda: [1.0, 2.0, 4.0])
+    """Downscale factors of the training images (antialiased)."""
+    transpose: bool = False
+    """Also transpose training crops at random (besides flips)."""
+    init: str = ""
+    """Float checkpoint whose weights start the run (fine-tuning); empty: data-dependent init."""
     val_patches: int = 1024
     val_every: int = 500
     seed: int = 0
@@ -191,7 +204,7 @@ class Trainer:
         else:
             raise BitSwapError(f"need more than {settings.val_images} images for training and validation, got {len(paths)}")
         channels = settings.config.channels
-        self.train_data = PatchSampler(train_paths, channels)
+        self.train_data = PatchSampler(train_paths, channels, tuple(settings.scales))
         val_sampler = PatchSampler(val_paths, channels)
         self.val = val_sampler.sample(settings.val_patches, np.random.default_rng(12345), flip=False)
         torch.manual_seed(settings.seed)  # the initial weights
@@ -249,6 +262,17 @@ class Trainer:
         generator = torch.Generator(device=self.device).manual_seed(0)
         return neg_elbo(self.model, self.val.to(self.device), batch_size=256, generator=generator)
 
+    def _initialise(self) -> None:
+        """Weights from ``settings.init`` (fine-tuning; quantizers are re-calibrated later), else data-dependent."""
+        if self.settings.init:
+            start = load_float_model(self.settings.init)
+            if start.config != self.settings.config:
+                raise BitSwapError(f"--init model has config {start.config}, the run wants {self.settings.config}")
+            self.model.load_state_dict(start.state_dict())
+            self.model.quantized = False
+        else:
+            data_dependent_init(self.model, self.train_data.sample(256, self._streams(1)).to(self.device))
+
     def _train_step(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> torch.Tensor:
         """One optimizer step on patches ``x``; returns the batch's -ELBO (a device scalar, no sync)."""
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp and not self.model.quantized):
@@ -299,7 +323,7 @@ class Trainer:
         if resume and (self.out / CHECKPOINT).exists():
             optimizer_state = self._load(adopt_steps=minutes is not None)
         else:
-            data_dependent_init(self.model, self.train_data.sample(256, self._streams(1)).to(self.device))
+            self._initialise()
             if minutes is not None:
                 self.plan(minutes)
         s = self.settings
@@ -319,7 +343,7 @@ class Trainer:
             lr = s.qat_lr if qat else learning_rate(self.step, s.steps, s.lr, s.lr_end)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x = self.train_data.sample(s.batch, self._streams(0)).to(self.device, non_blocking=True)
+            x = self.train_data.sample(s.batch, self._streams(0), transpose=s.transpose).to(self.device, non_blocking=True)
             window_sum += self._train_step(net, optimizer, x)
             window_steps += 1
             self.step += 1
@@ -414,8 +438,8 @@ def plot_log(log: Path, png: Path) -> bool:
         rows = [r for r in records if r["phase"] == phase]
         if rows:
             steps = [r["step"] for r in rows]
-            ax.plot(steps, [r["train_bpd"] for r in rows], style, color="tab:blue", label=f"train ({phase})")
-            ax.plot(steps, [r["val_bpd"] for r in rows], style, color="tab:orange", label=f"validation ({phase})")
+            for key, color, label in (("train_bpd", "tab:blue", "train"), ("val_bpd", "tab:orange", "validation")):
+                ax.plot(steps, [r[key] for r in rows], style, marker="o", ms=3, color=color, label=f"{label} ({phase})")
     ax.set_xlabel("step")
     ax.set_ylabel("-ELBO, bits per subpixel")
     ax.grid(alpha=0.3)
@@ -446,6 +470,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     for field in ("steps", "qat_steps", "batch", "lr", "lr_end", "qat_lr", "free_bits", "val_images", "val_patches", "val_every", "seed"):
         value = getattr(defaults, field)
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value, help=f"(default: {value})")
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="downscale factors of the training images (default: 1 2 4)")
+    parser.add_argument("--transpose", action="store_true", help="also transpose training crops at random")
+    parser.add_argument("--init", default="", help="start from this float checkpoint (<name>.float.pt of an earlier run)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--minutes", type=float, help="plan --steps and --qat-steps to take about this long (85%%/15%%)")
     parser.add_argument("--time-limit", type=float, help="stop (with a checkpoint) after this many seconds; --resume continues")
@@ -464,8 +491,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.name:
         overrides["name"] = args.name
     config = dataclasses.replace(PRESETS[args.preset], **overrides)
-    fields = {f.name for f in dataclasses.fields(Settings)} - {"config", "data", "val_data"}
+    fields = {f.name for f in dataclasses.fields(Settings)} - {"config", "data", "val_data", "init"}
     folders = {key: [os.path.abspath(d) for d in getattr(args, key)] for key in ("data", "val_data")}
+    folders["init"] = os.path.abspath(args.init) if args.init else ""
     return Settings(config=config, **folders, **{f: getattr(args, f) for f in fields})
 
 

@@ -53,6 +53,7 @@ def test_train_quantize_export(data: Path, tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     log = read_log(out / "log.jsonl")
     steps = [(r["phase"], r["step"]) for r in log if "train_bpd" in r]
+    steps_bpd = [r["train_bpd"] for r in log if "train_bpd" in r]
     assert steps == [("float", 3), ("float", 6), ("qat", 9)]
     assert [r["float_val_bpd"] for r in log if r.get("phase") == "calibrate"] == [summary["val_float_bpd"]]
     assert all(np.isfinite(r["train_bpd"]) and r["val_bpd"] > 0 for r in log if "train_bpd" in r)
@@ -62,6 +63,12 @@ def test_train_quantize_export(data: Path, tmp_path: Path) -> None:
     model_path = out / "bitswap-rgb.safetensors"
     assert load_integer_model(model_path).content_hash == summary["content_hash"]
     assert load_float_model(str(out / "bitswap-rgb.float.pt")).quantized
+    # fine-tuning starts from the exported float weights, with more scales and transposed crops
+    tuned = tmp_path / "tuned"
+    args = ("--steps", "2", "--qat-steps", "1", "--val-every", "1", "--scales", "1", "1.5", "--transpose", "--threads", "1")
+    assert _train(data, tuned, *args, "--init", str(out / "bitswap-rgb.float.pt")) == 0
+    first = [r["train_bpd"] for r in read_log(tuned / "log.jsonl") if "train_bpd" in r][0]
+    assert first < steps_bpd[0]
     name = zoo.register_model(model_path, "trained-in-test")
     image = np.asarray(Image.open(next(data.iterdir())))[:40, :50]
     assert np.array_equal(decompress(compress(image, model=name)), image)
