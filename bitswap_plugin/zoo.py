@@ -18,7 +18,7 @@ import torch
 from .errors import ModelNotFoundError
 from .integer_model import IntegerVAE, load_integer_model
 
-DEFAULT_MODELS = {3: "tiny-rgb", 1: "tiny-gray"}
+DEFAULT_MODELS = {3: "bitswap-rgb", 1: "bitswap-gray"}
 """Default model name by number of image channels."""
 
 _registry: dict[str, Path] = {}
@@ -26,11 +26,18 @@ _loaded: dict[tuple[str, str], IntegerVAE] = {}
 _lock = threading.Lock()
 
 
+def _model_folders() -> list[Path]:
+    """Where shipped models live: ``bitswap_plugin/models`` in an installed wheel, the
+    repository's top-level ``models/`` in a source checkout or editable install."""
+    package = Path(str(resources.files("bitswap_plugin")))
+    return [folder for folder in (package / "models", package.parent / "models") if folder.is_dir()]
+
+
 def _shipped() -> dict[str, Path]:
-    folder = resources.files("bitswap_plugin") / "weights"
-    if not folder.is_dir():
-        return {}
-    return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".safetensors")}
+    found: dict[str, Path] = {}
+    for folder in reversed(_model_folders()):  # the first folder wins
+        found.update({path.stem: path for path in folder.glob("*.safetensors")})
+    return found
 
 
 def available_models() -> dict[str, Path]:

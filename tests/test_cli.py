@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import bitswap_plugin as bsw
+from bitswap_plugin import zoo
 
 
 def bitswap(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
@@ -40,7 +41,7 @@ def test_compress_decompress_info(png: Path, photo: np.ndarray):
 
     done = bitswap("info", str(bsw_path))
     assert done.returncode == 0
-    assert b"96x64 RGB" in done.stdout and b"tiny-rgb" in done.stdout
+    assert b"96x64 RGB" in done.stdout and zoo.DEFAULT_MODELS[3].encode() in done.stdout
 
 
 def test_pipes_and_options(png: Path, photo: np.ndarray):

@@ -41,4 +41,4 @@ def test_workers_write_and_read_zarr(client, tmp_path, images, zarr_chunks, dask
     da.from_array(images, chunks=dask_chunks).to_zarr(path, chunks=zarr_chunks, zarr_format=zarr_format, **coding)
     np.testing.assert_array_equal(da.from_zarr(path, chunks=dask_chunks).compute(), images)
     loaded = client.run(_models_in_memory)
-    assert len(loaded) == 2 and all(models == [("tiny-rgb", "cpu")] for models in loaded.values())
+    assert len(loaded) == 2 and all(models == [(zoo.DEFAULT_MODELS[3], "cpu")] for models in loaded.values())

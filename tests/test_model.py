@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bitswap_plugin import fixedpoint
+from bitswap_plugin import compress, decompress, fixedpoint, zoo
 from bitswap_plugin.errors import BitSwapError, CorruptFileError
 from bitswap_plugin.fixedpoint import LOG_SCALE_FRAC, MEAN_FRAC
 from bitswap_plugin.integer_model import (
@@ -24,6 +24,7 @@ from bitswap_plugin.integer_model import (
     save_integer_model,
 )
 from bitswap_plugin.model import (
+    COEF_MAX,
     BitSwapVAE,
     ModelConfig,
     channel_mean,
@@ -34,7 +35,7 @@ from bitswap_plugin.model import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ROOT / "bitswap_plugin" / "weights"
+WEIGHTS = ROOT / "models"
 PHOTO = ROOT.parent / "shared" / "datasets" / "photos-train" / "001.png"  # a training photo, never Kodak
 
 
@@ -78,7 +79,7 @@ def _assert_same(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
         assert u.dtype == torch.int64 and torch.equal(u, v)
 
 
-@pytest.fixture(scope="module", params=["tiny-rgb", "tiny-gray"])
+@pytest.fixture(scope="module", params=sorted(path.stem for path in WEIGHTS.glob("*.safetensors")))
 def shipped(request: pytest.FixtureRequest) -> IntegerVAE:
     return load_integer_model(WEIGHTS / f"{request.param}.safetensors")
 
@@ -125,13 +126,18 @@ def test_config_json_roundtrip_and_validation() -> None:
 def test_output_shapes_and_ranges(shipped: IntegerVAE) -> None:
     c, zc, k = shipped.config.channels, shipped.config.latent_channels, shipped.config.latent_bins
     x = _patches(c == 1, 2)
+    levels = shipped.config.latent_layers
     outs = _chain(shipped, x)
-    mean, log_scale = outs[-2 * shipped.config.latent_layers : -2 * shipped.config.latent_layers + 2]
+    posterior_log_scales = outs[1 : 2 * levels : 2]
+    mean, log_scale, *coefs = outs[2 * levels : len(outs) - 2 * (levels - 1)]
     assert mean.shape == log_scale.shape == (2, c, 32, 32)
     assert outs[0].shape == (2, zc, 16, 16)
     assert int(mean.min()) >= -(1 << MEAN_FRAC) and int(mean.max()) <= 256 << MEAN_FRAC
-    for t in outs[1::2]:
+    for t in [*posterior_log_scales, log_scale]:
         assert int(t.min()) >= fixedpoint.LOG_SCALE_MIN and int(t.max()) <= fixedpoint.LOG_SCALE_MAX
+    assert len(coefs) == int(shipped.config.channel_conditioning)
+    for t in coefs:
+        assert t.shape == (2, 3, 32, 32) and int(t.abs().max()) <= COEF_MAX
     top_mean, top_ls = shipped.top_prior((1, zc, 16, 16), "cpu")
     assert int(top_mean[0, 0, 0, 0]) == (k - 1) << (MEAN_FRAC - 1)
     assert int(top_ls[0, 0, 0, 0]) == round(shipped.config.latent_step_bits * np.log(2) * (1 << LOG_SCALE_FRAC))
@@ -334,15 +340,15 @@ for level in range(model.config.latent_layers):
     inp = ((mean + 128) >> 8).clamp(0, k - 1)
     zs.append(inp)
 for level, z in enumerate(zs):
-    mean, log_scale = model.prior(level, z)
-    digest.update(mean.numpy().tobytes() + log_scale.numpy().tobytes())
+    for codes in model.prior(level, z):
+        digest.update(codes.numpy().tobytes())
 print(digest.hexdigest())
 """
 
 
 def test_cross_isa_determinism() -> None:
     """Baseline-ISA single-thread and default-ISA two-thread processes produce identical codes."""
-    path = str(WEIGHTS / "tiny-rgb.safetensors")
+    path = str(WEIGHTS / f"{zoo.DEFAULT_MODELS[3]}.safetensors")
     base = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
     runs = [(dict(base, ATEN_CPU_CAPABILITY="default", ONEDNN_MAX_CPU_ISA="SSE41"), "1"), (base, "2")]
     digests = [
@@ -360,8 +366,6 @@ def test_exported_model_codes_images_losslessly(
     trained_small: tuple[BitSwapVAE, torch.Tensor], tmp_path: Path, method: str
 ) -> None:
     """A freshly exported model (with or without channel conditioning) through the real coder, padding included."""
-    from bitswap_plugin import compress, decompress, zoo
-
     model, _ = trained_small
     name = "t-conditioned" if model.config.channel_conditioning else "t-independent"
     path = tmp_path / f"{name}.safetensors"

@@ -46,7 +46,7 @@ def test_config_and_repr(monkeypatch):
         "method": "bbans",
         "layout": "HWC",
         "shape": [8, 8, 3],
-        "models": {name: zoo.model_hash(name) for name in ("tiny-rgb", "tiny-gray")},
+        "models": {name: zoo.model_hash(name) for name in zoo.DEFAULT_MODELS.values()},
     }
     monkeypatch.setattr(common, "BitSwap", BitSwap, raising=False)  # check_repr evaluates in that module
     common.check_repr(f"BitSwap(layout='HWC', method='bbans', model=None, models={codec.models!r}, shape=(8, 8, 3))")
@@ -60,7 +60,9 @@ def test_backwards_compatibility(monkeypatch):
     monkeypatch.chdir(FIXTURES)
     rgb = crops(2, 16, 40)
     arrays = [rgb[0, :, :, 0].copy(), rgb[1, :, :24], np.concatenate([rgb, rgb[:, :, :, :1]], axis=3)[:, :, :16]]
-    common.check_backwards_compatibility("bitswap", arrays, [BitSwap(), BitSwap(method="bbans")])
+    tiny = {name: zoo.model_hash(name) for name in ("tiny-rgb", "tiny-gray")}  # the defaults until 2026-11-28
+    codecs = [BitSwap(models=tiny), BitSwap(method="bbans", models=tiny), BitSwap(), BitSwap(method="bbans")]
+    common.check_backwards_compatibility("bitswap", arrays, codecs)
 
 
 def test_fresh_process_finds_the_codec_through_the_entry_point(tmp_path):
@@ -102,10 +104,11 @@ def test_default_layout():
 
 
 def test_models_are_pinned_by_hash():
-    assert BitSwap(model="tiny-gray").models == {"tiny-gray": zoo.model_hash("tiny-gray")}
+    # the chosen model, and the default grey model for alpha planes
+    assert BitSwap(model="tiny-gray").models == {name: zoo.model_hash(name) for name in ("tiny-gray", zoo.DEFAULT_MODELS[1])}
     image = _images()["HW"]
-    stale = BitSwap(models={"tiny-rgb": "0" * 64, "tiny-gray": "0" * 64})
-    with pytest.raises(ModelNotFoundError, match="tiny-gray"):
+    stale = BitSwap(models={name: "0" * 64 for name in zoo.DEFAULT_MODELS.values()})
+    with pytest.raises(ModelNotFoundError, match=zoo.DEFAULT_MODELS[1]):
         stale.encode(image)
     # decoding needs no pin: a stream names its own models
     np.testing.assert_array_equal(stale.decode(BitSwap().encode(image)), image)

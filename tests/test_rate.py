@@ -33,7 +33,7 @@ def test_payload_is_within_one_percent_of_neg_elbo_plus_start_up():
 
     grid = PatchGrid(256, 256)
     patches = grid.extract(torch.from_numpy(image.copy()).permute(2, 0, 1), header.seed_patches, len(grid))
-    model = zoo.load_model("tiny-rgb")
+    model = zoo.load_model(zoo.DEFAULT_MODELS[3])
     torch.manual_seed(0)
     elbo_bits = np.mean([integer_neg_elbo(model, patches) for _ in range(4)]) * patches.numel()
     fixed_bits = 8 * header.seed_length + _start_up_bits(model, patches[:1])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import bitswap_plugin as bsw
-from bitswap_plugin import container
+from bitswap_plugin import container, zoo
 
 SIZES = [(1, 1), (1, 33), (33, 1), (31, 31), (32, 32), (33, 65)]
 CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
@@ -84,7 +84,7 @@ def test_read_info_reports_header(photo):
     assert (info.height, info.width, info.mode) == (64, 96, "RGB")
     assert info.shape == photo.shape
     assert info.size == len(data)
-    assert info.models[0][0] == "tiny-rgb" and len(info.models[0][1]) == 64
+    assert info.models[0][0] == zoo.DEFAULT_MODELS[3] and len(info.models[0][1]) == 64
     assert bsw.read_info(data[:200]).height == 64  # the header alone is enough
 
 

@@ -19,7 +19,8 @@ def test_concurrent_round_trips_share_one_model(photo):
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert all(pool.map(round_trip, images))
-    assert [key for key in zoo._loaded if key[0] == "tiny-rgb"] == [("tiny-rgb", "cpu")]
+    rgb = zoo.DEFAULT_MODELS[3]
+    assert [key for key in zoo._loaded if key[0] == rgb] == [(rgb, "cpu")]
     serial = bsw.compress(images[0])
     with ThreadPoolExecutor(max_workers=2) as pool:
         assert set(pool.map(lambda _: bsw.compress(images[0]), range(2))) == {serial}

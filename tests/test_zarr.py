@@ -74,7 +74,7 @@ def test_v3_metadata_names_layout_and_models(tmp_path):
             "model": None,
             "method": "bbans",
             "layout": "NHW",
-            "models": {name: zoo.model_hash(name) for name in ("tiny-gray", "tiny-rgb")},
+            "models": {name: zoo.model_hash(name) for name in zoo.DEFAULT_MODELS.values()},
         },
     }
 
@@ -128,8 +128,9 @@ def test_v2_bad_arrays_fail_at_first_write(tmp_path, options, message):
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_writing_with_another_model_than_pinned_fails(tmp_path, zarr_format):
     data, chunks = CASES["NHWC"]
-    array = _create(tmp_path / "a.zarr", data, chunks, zarr_format, models={"tiny-rgb": "0" * 64})
-    with pytest.raises(ModelNotFoundError, match="tiny-rgb"):
+    rgb = zoo.DEFAULT_MODELS[3]
+    array = _create(tmp_path / "a.zarr", data, chunks, zarr_format, models={rgb: "0" * 64})
+    with pytest.raises(ModelNotFoundError, match=rgb):
         array[...] = data
 
 
