@@ -1,11 +1,12 @@
 """Bit-Swap on a folder of images: bits per subpixel, -ELBO, and seconds each way.
 
-    python benchmarks/bench_kodak.py [--images DIR] [--limit N] [--method bitswap]
+    python benchmarks/bench_kodak.py [--images DIR] [--limit N] [--method bitswap] [--gray]
 
 Reports file bits per subpixel (what users pay), the integer model's -ELBO on
 the same patches (what the coder should reach), encode and decode seconds per
-image, and the same-run baselines PNG and, when imagecodecs is installed,
-JPEG-XL lossless effort 7. Results go to benchmarks/results/kodak-<method>.json.
+image, and the same-run baselines PNG, WebP lossless and, when imagecodecs is
+installed, JPEG-XL lossless effort 7. Results go to
+benchmarks/results/kodak-<method>[-gray].json.
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ def _timed(fn, *args, **kwargs):
 
 
 def _baselines(array: np.ndarray) -> dict[str, tuple[int, float]]:
-    """(bytes, encode seconds) of PNG and JPEG-XL e7 for the same pixels."""
+    """(bytes, encode seconds) of PNG, WebP lossless and JPEG-XL e7 for the same pixels."""
     out = {}
-    buffer = io.BytesIO()
-    _, seconds = _timed(Image.fromarray(array).save, buffer, format="PNG", optimize=True)
-    out["png"] = (len(buffer.getvalue()), seconds)
+    for name, options in (("png", {"format": "PNG", "optimize": True}),
+                          ("webp", {"format": "WEBP", "lossless": True, "quality": 100, "method": 6})):
+        buffer = io.BytesIO()
+        _, seconds = _timed(Image.fromarray(array).save, buffer, **options)
+        out[name] = (len(buffer.getvalue()), seconds)
     try:
         import imagecodecs
 
@@ -64,19 +67,21 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--gray", action="store_true", help="code the images converted to greyscale (the grey model)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     paths = sorted(args.images.glob("*.png"))[: args.limit]
-    model = zoo.load_model(args.model or zoo.DEFAULT_MODELS[3])
+    model = zoo.load_model(args.model or zoo.DEFAULT_MODELS[1 if args.gray else 3])
     rows = []
     for path in paths:
-        array = np.asarray(Image.open(path).convert("RGB"))
+        array = np.asarray(Image.open(path).convert("L" if args.gray else "RGB"))
         data, encode_s = _timed(bsw.compress, array, model=args.model, method=args.method)
         decoded, decode_s = _timed(bsw.decompress, data)
         assert np.array_equal(decoded, array), f"{path.name} did not round-trip"
         grid = PatchGrid(*array.shape[:2])
-        patches = grid.extract(torch.from_numpy(array.copy()).permute(2, 0, 1), 0, len(grid))
+        planar = torch.from_numpy(array.copy()).view(*array.shape[:2], -1).permute(2, 0, 1)
+        patches = grid.extract(planar, 0, len(grid))
         torch.manual_seed(0)
         elbo = integer_neg_elbo(model, patches) * patches.numel() / array.size  # padding costs nothing in the file
         header = container.unpack(data)[0]
@@ -88,7 +93,7 @@ def main() -> None:
             row[f"{name}_bpsp"] = 8 * size / array.size
             row[f"{name}_encode_s"] = seconds
         rows.append(row)
-        print(f"{path.name}: {row['bpsp']:.3f} bpsp (-ELBO {elbo:.3f}, PNG {row['png_bpsp']:.3f}"
+        print(f"{path.name}: {row['bpsp']:.3f} bpsp (-ELBO {elbo:.3f}, PNG {row['png_bpsp']:.3f}, WebP {row['webp_bpsp']:.3f}"
               + (f", JPEG-XL {row['jpegxl-e7_bpsp']:.3f}" if "jpegxl-e7_bpsp" in row else "")
               + f"), encode {encode_s:.2f} s, decode {decode_s:.2f} s, {header.num_lanes} lanes "
               + f"(lane state overhead <= {100 * row['lane_overhead_fraction']:.2f} % of the file), {row['groups']} groups", flush=True)
@@ -109,7 +114,7 @@ def main() -> None:
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
             "torch": torch.__version__, "commit": commit}
     print(json.dumps(summary, indent=2))
-    target = args.json or ROOT / "benchmarks" / "results" / f"kodak-{args.method}.json"
+    target = args.json or ROOT / "benchmarks" / "results" / f"kodak-{args.method}{'-gray' if args.gray else ''}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps({"meta": meta, "summary": summary, "images": rows}, indent=2) + "\n")
 
