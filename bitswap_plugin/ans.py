@@ -136,7 +136,7 @@ class AnsCoder:
         """Decode ``len(model)`` symbols; returns them flattened.
 
         ``model`` is an entropy-model family (see :mod:`.distributions`):
-        ``len(model)``, ``model[lo:hi]``, ``.search(cf)`` and ``.ranges(symbols)``.
+        ``len(model)``, ``model[lo:hi]`` and ``.locate(cf) -> (symbols, starts, frequencies)``.
         """
         prec = self.precision
         mask = (1 << prec) - 1
@@ -147,8 +147,7 @@ class AnsCoder:
             head = self.heads[:n]
             cf = head & mask
             part = model[lo:hi]
-            sym = part.search(cf)
-            start, freq = part.ranges(sym)
+            sym, start, freq = part.locate(cf)
             head = freq * (head >> prec) + cf - start
             need = head < HEAD_MIN
             taken = int(need.sum())

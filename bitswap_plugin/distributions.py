@@ -7,7 +7,8 @@ codes (see :mod:`bitswap_plugin.fixedpoint`). It answers the two questions an
 ANS coder asks, for any slice of its symbols:
 
 * :meth:`ranges` — the (start, frequency) interval of given symbols;
-* :meth:`search` — which symbol owns a given cumulative frequency.
+* :meth:`locate` / :meth:`search` — which symbol owns a given cumulative
+  frequency (with its interval).
 
 Bin ``k`` is centred at ``k`` (in bins); the edge between bins ``k-1`` and
 ``k`` sits at ``k - 0.5``. The first and last bins are open-ended, and every
@@ -18,9 +19,12 @@ from __future__ import annotations
 
 import torch
 
-from .fixedpoint import MEAN_FRAC, PRECISION, SIGMOID_LOW, inverse_scale, sigmoid_above_low
+from .fixedpoint import MEAN_FRAC, PRECISION, SIGMOID_LOW, T_FRAC, inverse_scale, sigmoid_above_low
 
 TOTAL = 1 << PRECISION
+_T_ONE = float(1 << T_FRAC)
+_CORRECTIONS = 2
+"""Rounds of +-1 correction of the inverse-CDF guess before falling back to bisection."""
 
 
 class DiscretizedLogistic:
@@ -79,14 +83,46 @@ class DiscretizedLogistic:
             freq = torch.where(self.known, TOTAL, freq)
         return start, freq
 
+    def locate(self, cf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(symbol, start, frequency) of the symbol with ``cdf(k) <= cf < cdf(k + 1)``: what an ANS pop needs.
+
+        A float inverse-CDF guess, checked and corrected with the exact integer
+        CDF; lanes the guess misses by more than :data:`_CORRECTIONS` bins (far
+        tails, where every bin holds the minimum frequency) fall back to the
+        bit-by-bit :meth:`_bisect`. The guess affects speed only, never the result.
+        """
+        u = (cf.to(torch.float64) + 0.5) / TOTAL
+        t = (torch.log(u) - torch.log1p(-u)) * _T_ONE  # logit, in the fixed-point units of k * slope - offset
+        guess = torch.floor((t + (self.offset - SIGMOID_LOW).to(torch.float64)) / self.slope.to(torch.float64))
+        symbol = guess.nan_to_num(0.0).clamp(0, self.num_bins - 1).to(torch.int64)
+        for _ in range(_CORRECTIONS + 1):
+            start, end = self.cdf(symbol), self.cdf(symbol + 1)
+            low, high = cf < start, cf >= end
+            missed = low | high
+            if self.known is not None:
+                missed &= ~self.known
+            if not bool(missed.any()):
+                break
+            symbol = symbol - low.to(torch.int64) + high.to(torch.int64)
+        else:
+            symbol = symbol.masked_scatter(missed, self[missed]._bisect(cf[missed]))
+            start, end = self.cdf(symbol), self.cdf(symbol + 1)
+        if self.known is not None:
+            symbol = symbol.masked_fill(self.known, 0)
+            start = start.masked_fill(self.known, 0)
+            end = torch.where(self.known, TOTAL, end)
+        return symbol, start, end - start
+
     def search(self, cf: torch.Tensor) -> torch.Tensor:
-        """The symbol ``k`` with ``cdf(k) <= cf < cdf(k + 1)``, found bit by bit."""
+        """The symbol ``k`` with ``cdf(k) <= cf < cdf(k + 1)`` (padding: 0)."""
+        return self.locate(cf)[0]
+
+    def _bisect(self, cf: torch.Tensor) -> torch.Tensor:
+        """The symbol owning ``cf``, found bit by bit (ignores ``known``)."""
         symbol = torch.zeros_like(cf)
         for bit in reversed(range((self.num_bins - 1).bit_length())):
             candidate = symbol | (1 << bit)
             symbol = torch.where(self._cdf_interior(candidate) <= cf, candidate, symbol)
-        if self.known is not None:
-            symbol = symbol.masked_fill(self.known, 0)
         return symbol
 
     def information(self, symbols: torch.Tensor) -> torch.Tensor:

@@ -106,8 +106,12 @@ def test_search_matches_brute_force(seed: int, num_bins: int, corners: bool) -> 
     ends = torch.tensor([0, TOTAL - 1]).expand(len(mean), 2)
     cfs = torch.cat([ends, interior, interior - 1, torch.randint(0, TOTAL, (len(mean), 64), generator=gen)], 1)
     expected = (interior[:, None, :] <= cfs[:, :, None]).sum(-1)
-    found = repeated(mean, log_scale, num_bins, cfs.shape[1]).search(cfs.reshape(-1)).view_as(cfs)
-    assert torch.equal(found, expected)
+    model = repeated(mean, log_scale, num_bins, cfs.shape[1])
+    symbols, starts, freqs = model.locate(cfs.reshape(-1))
+    assert torch.equal(symbols.view_as(cfs), expected)
+    assert torch.equal(model._bisect(cfs.reshape(-1)), symbols)  # the guess-and-check path agrees with bisection
+    want_starts, want_freqs = model.ranges(symbols)
+    assert torch.equal(starts, want_starts) and torch.equal(freqs, want_freqs)
 
 
 def test_quantized_pmf_close_to_float_logistic() -> None:
