@@ -48,7 +48,7 @@ def load_cases(paths: list[str]) -> dict[str, np.ndarray]:
             rgb = np.asarray(im.convert("RGB"))
             cases[Path(path).stem] = rgb
             cases[Path(path).stem + "-gray"] = np.asarray(im.convert("L"))
-    tiles = [a for name, a in cases.items() if a.ndim == 3]
+    tiles = [a for a in cases.values() if a.ndim == 3]
     rows = []
     for i in range(0, TILED_SIDE, 512):
         row = [tiles[(i // 512 + j // 512) % len(tiles)][:512, :512] for j in range(0, TILED_SIDE, 512)]

@@ -35,7 +35,6 @@ from .errors import BitSwapError, CorruptFileError, UnsupportedFormatError
 from .fixedpoint import exact_conv2d, requantize
 from .model import (
     ACT_MAX,
-    channel_mean,
     MAX_SHIFT,
     MULT_BITS,
     PIXEL_BINS,
@@ -45,6 +44,7 @@ from .model import (
     NetSpec,
     QConv,
     Requant,
+    channel_mean,
     latents_to_input,
     net_specs,
     pixels_to_input,

@@ -26,18 +26,16 @@ _loaded: dict[tuple[str, str], IntegerVAE] = {}
 _lock = threading.Lock()
 
 
-def _model_folders() -> list[Path]:
-    """Where shipped models live: ``bitswap_plugin/models`` in an installed wheel, the
-    repository's top-level ``models/`` in a source checkout or editable install."""
+def _model_folder() -> Path:
+    """Where shipped models live: ``bitswap_plugin/models`` in an installed wheel, else (source
+    checkout, editable install) the repository's top-level ``models/``."""
     package = Path(str(resources.files("bitswap_plugin")))
-    return [folder for folder in (package / "models", package.parent / "models") if folder.is_dir()]
+    installed = package / "models"
+    return installed if installed.is_dir() else package.parent / "models"
 
 
 def _shipped() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for folder in reversed(_model_folders()):  # the first folder wins
-        found.update({path.stem: path for path in folder.glob("*.safetensors")})
-    return found
+    return {path.stem: path for path in _model_folder().glob("*.safetensors")}
 
 
 def available_models() -> dict[str, Path]:
