@@ -1,0 +1,229 @@
+"""Speed and scale (issue #6): coding time against JPEG-XL, network passes against patches, peak memory.
+
+    python benchmarks/bench_speed.py [--only timing passes rss] [--model NAME] [--threads 2]
+                                     [--image kodim05.png] [--runs 3] [--sizes 32 64 ... 1024]
+                                     [--rss-size 4096]
+
+* ``timing``: compress and decompress one Kodak image (default kodim05,
+  768x512) with the model, best and median of ``--runs``, beside JPEG-XL
+  lossless effort 7 (imagecodecs) encoding and decoding the same pixels in the
+  same run; the ratios are Bit-Swap seconds over JPEG-XL seconds.
+* ``passes``: sequential network passes, counted by wrapping the model's
+  ``posterior`` and ``prior`` (consecutive calls of one network at one level are
+  the batches of one pass), and the header's group count, against the number of
+  patches, for square images of ``--sizes``.
+* ``rss``: peak resident memory (``ru_maxrss``) of a fresh process compressing,
+  and of another decompressing, a ``--rss-size`` squared RGB image.
+
+Test images are real photos: a mosaic of centre crops of the Kodak images
+(benchmark-only data). Each section is stored under its own key in
+benchmarks/results/speed.json (``--json``), so sections can run separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import bitswap_plugin as bsw
+from bitswap_plugin import container, zoo
+from bitswap_plugin.patches import PatchGrid
+
+ROOT = Path(__file__).resolve().parents[1]
+KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
+TILE = 512
+RSS_TARGET_BYTES = 1.5e9
+
+
+def mosaic(paths: list[Path], height: int, width: int, tile: int = TILE) -> np.ndarray:
+    """A ``height x width`` RGB photo: ``tile``-sized centre crops of ``paths`` (each at least
+    ``tile`` on both sides) in turn, row by row."""
+    rows, cols = -(-height // tile), -(-width // tile)
+    crops = []
+    for path in paths[: rows * cols]:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"))
+        top, left = (rgb.shape[0] - tile) // 2, (rgb.shape[1] - tile) // 2
+        crops.append(rgb[top : top + tile, left : left + tile])
+    lines = [np.concatenate([crops[(r * cols + c) % len(crops)] for c in range(cols)], axis=1) for r in range(rows)]
+    return np.ascontiguousarray(np.concatenate(lines)[:height, :width])
+
+
+def _times(fn: Callable[[], object], runs: int) -> tuple[object, list[float]]:
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = fn()
+        seconds.append(time.perf_counter() - start)
+    return out, seconds
+
+
+def _summary(seconds: list[float]) -> dict[str, float | list[float]]:
+    return {"best_s": min(seconds), "median_s": statistics.median(seconds), "runs_s": seconds}
+
+
+def timing(image: np.ndarray, model: str | None, runs: int) -> dict:
+    """Bit-Swap and JPEG-XL e7 seconds each way on the same pixels, alternating so load changes hit both."""
+    import imagecodecs
+
+    rows = {"bitswap_encode": [], "bitswap_decode": [], "jpegxl_encode": [], "jpegxl_decode": []}
+    for _ in range(runs):
+        data, (seconds,) = _times(lambda: bsw.compress(image, model=model), 1)
+        rows["bitswap_encode"].append(seconds)
+        decoded, (seconds,) = _times(lambda: bsw.decompress(data), 1)
+        rows["bitswap_decode"].append(seconds)
+        assert np.array_equal(decoded, image), "Bit-Swap did not round-trip"
+        jxl, (seconds,) = _times(lambda: imagecodecs.jpegxl_encode(image, lossless=True, effort=7), 1)
+        rows["jpegxl_encode"].append(seconds)
+        decoded, (seconds,) = _times(lambda: imagecodecs.jpegxl_decode(jxl), 1)
+        rows["jpegxl_decode"].append(seconds)
+        assert np.array_equal(decoded, image), "JPEG-XL did not round-trip"
+    out = {key: _summary(value) for key, value in rows.items()}
+    out["bitswap_bpsp"] = 8 * len(data) / image.size
+    out["jpegxl_bpsp"] = 8 * len(jxl) / image.size
+    for way in ("encode", "decode"):
+        for stat in ("best_s", "median_s"):
+            out[f"{way}_ratio_{stat[:-2]}"] = out[f"bitswap_{way}"][stat] / out[f"jpegxl_{way}"][stat]
+    return out
+
+
+@contextmanager
+def counting_passes(name: str) -> Iterator[dict[str, int]]:
+    """Count the network calls and sequential passes of model ``name`` (as the API loads it) while inside."""
+    model = zoo.load_model(name)
+    counts = {"calls": 0, "passes": 0}
+    last: list[tuple[str, int] | None] = [None]
+
+    def wrap(network: str, fn: Callable) -> Callable:
+        def counted(level: int, inp: torch.Tensor):
+            counts["calls"] += 1
+            if last[0] != (network, level):
+                counts["passes"] += 1
+            last[0] = (network, level)
+            return fn(level, inp)
+
+        return counted
+
+    for network in ("posterior", "prior"):
+        setattr(model, network, wrap(network, getattr(model, network)))
+    try:
+        yield counts
+    finally:
+        del model.posterior, model.prior
+
+
+def passes(photos: list[Path], sizes: list[int], model: str | None) -> list[dict]:
+    """Network passes and groups per image size; encoding and decoding run the same groups in reverse."""
+    name = model or zoo.DEFAULT_MODELS[3]
+    rows = []
+    for side in sizes:
+        image = mosaic(photos, side, side)
+        with counting_passes(name) as encode:
+            start = time.perf_counter()
+            data = bsw.compress(image, model=model)
+            encode_s = time.perf_counter() - start
+        with counting_passes(name) as decode:
+            assert np.array_equal(bsw.decompress(data), image)
+        patches = len(PatchGrid(side, side))
+        row = {"side": side, "patches": patches, "groups": len(container.unpack(data)[0].group_sizes),
+               "encode_passes": encode["passes"], "encode_calls": encode["calls"], "decode_passes": decode["passes"],
+               "decode_calls": decode["calls"], "encode_s": encode_s, "log2_patches": float(np.log2(patches))}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def _rss_worker(args: argparse.Namespace) -> None:
+    """In a fresh process: code once and print the peak RSS before and after (``ru_maxrss``, KiB on Linux)."""
+    torch.set_num_threads(args.threads)
+    name = args.model or zoo.DEFAULT_MODELS[3]
+    zoo.load_model(name)
+    if args.rss_worker == "compress":
+        image = mosaic(sorted(KODAK.glob("*.png")), args.rss_size, args.rss_size)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        start = time.perf_counter()
+        args.data.write_bytes(bsw.compress(image, model=args.model))
+    else:
+        data = args.data.read_bytes()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        start = time.perf_counter()
+        bsw.decompress(data)  # checks the pixels against the stored checksum
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_before_bytes": before * 1024, "peak_bytes": peak * 1024, "seconds": seconds}))
+
+
+def rss(side: int, model: str | None, threads: int) -> dict:
+    """Peak RSS of compressing and of decompressing a ``side`` squared RGB photo, each in its own process."""
+    out: dict = {"side": side, "pixels": side * side, "target_bytes": RSS_TARGET_BYTES}
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "image.bsw"
+        for way in ("compress", "decompress"):
+            command = [sys.executable, __file__, "--rss-worker", way, "--rss-size", str(side), "--threads", str(threads),
+                       "--data", str(data)] + (["--model", model] if model else [])
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            out[way] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(way, json.dumps(out[way]), flush=True)
+        out["bytes"] = data.stat().st_size
+    out["bpsp"] = 8 * out["bytes"] / (3 * side * side)
+    out["within_target"] = max(out[way]["peak_bytes"] for way in ("compress", "decompress")) <= RSS_TARGET_BYTES
+    return out
+
+
+def _meta(args: argparse.Namespace) -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "threads": args.threads, "load_average": os.getloadavg(), "torch": torch.__version__, "commit": commit,
+            "model": args.model or zoo.DEFAULT_MODELS[3]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=["timing", "passes", "rss"], default=["timing", "passes", "rss"])
+    parser.add_argument("--model", default=None, help="model for the RGB images (default: the shipped default)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--image", type=Path, default=KODAK / "kodim05.png", help="the timing image")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024])
+    parser.add_argument("--rss-size", type=int, default=4096)
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
+    parser.add_argument("--rss-worker", choices=["compress", "decompress"], help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_worker:
+        _rss_worker(args)
+        return
+    torch.set_num_threads(args.threads)
+    for section in args.only:
+        meta = _meta(args)
+        if section == "timing":
+            with Image.open(args.image) as image:
+                out = {"image": args.image.name, **timing(np.asarray(image.convert("RGB")), args.model, args.runs)}
+        elif section == "passes":
+            out = {"rows": passes(sorted(KODAK.glob("*.png")), args.sizes, args.model)}
+        else:
+            out = rss(args.rss_size, args.model, args.threads)
+        print(json.dumps({section: out}, indent=2), flush=True)
+        # read just before writing: another run (a long rss one) may have stored its section meanwhile
+        results = json.loads(args.json.read_text()) if args.json.exists() else {}
+        results[section] = {"meta": meta, **out}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+if __name__ == "__main__":
+    main()
