@@ -11,6 +11,7 @@ from .api import MAX_IMAGE_PIXELS, ImageInfo, compress, decompress, read_info
 from .errors import (
     BitSwapError,
     CorruptFileError,
+    DeviceError,
     ImageTooLargeError,
     InvalidImageError,
     ModelNotFoundError,
@@ -30,6 +31,7 @@ __all__ = [
     "register_model",
     "BitSwapError",
     "CorruptFileError",
+    "DeviceError",
     "ImageTooLargeError",
     "InvalidImageError",
     "ModelNotFoundError",

@@ -6,6 +6,7 @@ functions; none of them touches the coder or the container directly.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ import torch
 from . import container, zoo
 from .ans import AnsCoder
 from .coders import METHODS, NETWORK_BATCH, Plane, decode_planes, encode_planes, schedule
-from .errors import CorruptFileError, ImageTooLargeError, InvalidImageError
+from .errors import CorruptFileError, DeviceError, ImageTooLargeError, InvalidImageError
 
+DEVICE_VARIABLE = "BITSWAP_DEVICE"
+"""Environment variable naming the device for calls that give none (every front end; default: the CPU)."""
 MAX_IMAGE_PIXELS = 1 << 28
 """Largest H*W accepted by default (a decompression-bomb guard); 16384 x 16384."""
 
@@ -55,16 +58,30 @@ class ImageInfo:
         return 8 * self.size / (self.frames * self.height * self.width * len(self.mode))
 
 
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``None`` -> CPU; ``"auto"`` -> CUDA when available."""
+def resolve_device(device: torch.device | str | None, *, require: bool = True) -> torch.device:
+    """The device to code on: ``None`` -> ``$BITSWAP_DEVICE``, else the CPU; ``"auto"`` -> CUDA
+    where available, else the CPU; otherwise a CPU or CUDA device (``"cuda:1"``, a ``torch.device``).
+
+    The device changes nothing in the bytes, only where the work runs. With ``require`` a
+    CUDA device must exist on this machine; without it only the spelling is checked (a
+    codec configured on one machine may run on another).
+    """
+    where = f"device {device!r}"
     if device is None:
-        return torch.device("cpu")
+        device = os.environ.get(DEVICE_VARIABLE) or "cpu"
+        where = f"{DEVICE_VARIABLE}={device!r}"
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise InvalidImageError(f"unknown device {device!r}") from exc
+        raise DeviceError(f"unknown {where}: expected cpu, cuda, cuda:N or auto") from exc
+    if resolved.type not in ("cpu", "cuda"):
+        raise DeviceError(f"unsupported {where}: Bit-Swap codes on cpu or cuda")
+    count = torch.cuda.device_count()
+    if require and resolved.type == "cuda" and (resolved.index or 0) >= count:
+        raise DeviceError(f"{where} is not available here ({count} CUDA devices); 'auto' falls back to the CPU")
+    return resolved
 
 
 def _check_pixels(pixels: int, description: str, max_pixels: int | None) -> None:
@@ -136,7 +153,8 @@ def compress(
     (RGBA), or an (N, H, W, C) stack coded as one bits-back chain (the start-up
     cost is paid once). ``model`` names the model for the colour (or grey)
     planes; alpha is coded as a grey plane. ``method`` is ``"bitswap"`` or
-    ``"bbans"``.
+    ``"bbans"``. ``device`` picks where the work runs (:func:`resolve_device`);
+    every device writes the same bytes.
     """
     if method not in METHODS:
         raise InvalidImageError(f"method must be one of {METHODS}, got {method!r}")
@@ -209,8 +227,9 @@ def decompress(
 
     Raises :class:`~bitswap_plugin.errors.BitSwapError` subclasses for damaged,
     truncated or foreign input, for missing models, and when the decoded pixels
-    do not match the stored checksum. ``batch_size`` only changes how many
-    patches go through the network at once, never the result.
+    do not match the stored checksum. ``device`` (:func:`resolve_device`) and
+    ``batch_size`` (patches per network call) change where and how the work
+    runs, never the result.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CorruptFileError(f"expected .bsw bytes, got {type(data).__name__}")

@@ -28,3 +28,7 @@ class ModelNotFoundError(BitSwapError):
 
 class ImageTooLargeError(BitSwapError):
     """A header or an array exceeds the pixel limit (a decompression-bomb guard)."""
+
+
+class DeviceError(BitSwapError):
+    """The requested device is not one Bit-Swap codes on (cpu, cuda), or does not exist here."""
