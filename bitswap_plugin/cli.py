@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import secrets
 import sys
-import tempfile
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -23,21 +23,28 @@ def _read_input(path: str) -> bytes:
 
 
 def _write_output(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + rename), or to stdout for ``-``."""
+    """Write ``data`` to ``path`` atomically, or to stdout for ``-``.
+
+    The bytes go to ``.NAME.RANDOM.part`` beside the target, are fsynced, then
+    renamed over it, so the path holds the old file or the complete new one.
+    The temp file is named and created inside the ``try`` (an interrupt cannot
+    slip in between and leak it; only SIGKILL or a crash leaves one) and gets
+    the umask's permissions, as a plain ``open`` would, not ``mkstemp``'s 0600.
+    """
     if path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
     target = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent or ".")
+    temp = target.parent / f".{target.name}.{secrets.token_hex(8)}.part"
     try:
-        with os.fdopen(fd, "wb") as out:
+        with open(temp, "xb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, target)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 
@@ -90,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("input", help="input file, or - for standard input")
         if default_suffix:
             cmd.add_argument("-o", "--output", help=f"output file, or - for standard output (default: input with {default_suffix})")
-            cmd.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: cpu)")
+            cmd.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: $BITSWAP_DEVICE, else cpu)")
             cmd.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
         return cmd
 
@@ -115,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         target = f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else ""
         print(f"bitswap: error: {target}{message}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("bitswap: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
