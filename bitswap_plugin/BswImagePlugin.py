@@ -2,9 +2,14 @@
 
 ``Image.open`` reads only the header (size, mode, frames); ``load()`` decodes.
 A stack is one bits-back chain, so the first ``load()`` decodes every frame and
-``seek`` then picks one. ``im.save("x.bsw", model=..., method=...)`` writes L,
-LA, RGB and RGBA (1 and P converted losslessly); ``save_all=True`` writes all
-frames (and ``append_images``), all of one size and mode, as a stack.
+``seek`` then picks one. ``im.save("x.bsw", model=..., method=..., device=...)``
+writes L, LA, RGB and RGBA (1 and P converted losslessly); ``save_all=True``
+writes all frames (and ``append_images``), all of one size and mode, as a stack.
+
+The decoding device is the image's ``device`` attribute, set between
+``Image.open`` and ``load()`` as Pillow's JPEG 2000 plugin takes ``reduce`` and
+``layers``; it starts as ``None``: ``$BITSWAP_DEVICE``, else the CPU (which
+also covers readers that never show the image object: imageio, matplotlib).
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ class BswImageFile(ImageFile.ImageFile):
             # the whole stack is decoded at once: check it like one image of all its pixels
             Image._decompression_bomb_check((info.width, info.height * info.frames))
         self.tile = [ImageFile._Tile("bsw", (0, 0, *self._size), 0, None)]
+        self.device: str | None = None
+        """Where ``load()`` decodes: cpu, cuda, cuda:N, auto; None: ``$BITSWAP_DEVICE``, else the CPU."""
         self._frames: np.ndarray | None = None
         self._frame = 0
         self._loaded_frame = -1
@@ -80,9 +87,10 @@ class BswImageFile(ImageFile.ImageFile):
             self.fp.seek(0)
             data = self.fp.read()
             width, height = self.size
+            device = api.resolve_device(self.device)  # a bad device is the caller's DeviceError, not a bad file
             try:
                 # Image.open has applied Pillow's MAX_IMAGE_PIXELS; it replaces the API's own limit
-                array = api.decompress(data, max_pixels=self.n_frames * width * height)
+                array = api.decompress(data, device=device, max_pixels=self.n_frames * width * height)
             except BitSwapError as exc:
                 raise OSError(f"cannot decode {self.filename or 'image'}: {exc}") from exc
             self._frames = array.reshape(self.n_frames, height, width, len(self.mode))
@@ -118,7 +126,7 @@ def _write(fp: IO[bytes], images: list[Image.Image], options: dict) -> None:
         found = sorted({(image.mode, image.size) for image in images})
         raise InvalidImageError(f"all frames of a {FORMAT} stack need one size and mode, got {found}")
     stack = arrays[0] if len(arrays) == 1 else np.stack([a if a.ndim == 3 else a[..., None] for a in arrays])
-    fp.write(api.compress(stack, model=options.get("model"), method=options.get("method", "bitswap")))
+    fp.write(api.compress(stack, model=options.get("model"), method=options.get("method", "bitswap"), device=options.get("device")))
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:

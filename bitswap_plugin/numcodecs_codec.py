@@ -57,10 +57,21 @@ def pin_models(model: str | None) -> dict[str, str]:
     return {name: zoo.model_hash(name) for name in names}
 
 
-def encode_image(array: np.ndarray, layout: str, *, model: str | None, method: str, models: Mapping[str, str]) -> bytes:
-    """Compress a uint8 array laid out as ``layout`` (one chain), refusing models other than ``models``."""
+def check_device(device: object) -> str | None:
+    """``device`` as the string a codec keeps: its spelling is checked, not that it exists here
+    (a codec may be configured on one machine and code on another)."""
+    if device is None:
+        return None
+    api.resolve_device(device, require=False)
+    return str(device)
+
+
+def encode_image(
+    array: np.ndarray, layout: str, *, model: str | None, method: str, models: Mapping[str, str], device: str | None = None
+) -> bytes:
+    """Compress a uint8 array laid out as ``layout`` (one chain) on ``device``, refusing models other than ``models``."""
     check_layout(layout, array.shape)
-    data = api.compress(array if "C" in layout else array[..., None], model=model, method=method)
+    data = api.compress(array if "C" in layout else array[..., None], model=model, method=method, device=device)
     for name, digest in api.read_info(data).models:
         if models.get(name) != digest:
             pinned = f"pins {models[name][:16]}…" if name in models else "does not pin it"
@@ -68,15 +79,15 @@ def encode_image(array: np.ndarray, layout: str, *, model: str | None, method: s
     return data
 
 
-def decode_image(data: bytes, layout: str | None) -> np.ndarray:
-    """Decompress ``data``, shaped as ``layout`` (or as :func:`bitswap_plugin.decompress` returns it)."""
+def decode_image(data: bytes, layout: str | None, device: str | None = None) -> np.ndarray:
+    """Decompress ``data`` on ``device``, shaped as ``layout`` (or as :func:`bitswap_plugin.decompress` returns it)."""
     if layout is None:
-        return api.decompress(data)
+        return api.decompress(data, device=device)
     info = api.read_info(data)
     axes = {"N": info.frames, "H": info.height, "W": info.width, "C": len(info.mode)}
     if any(axes[axis] != 1 for axis in "NC" if axis not in layout):
         raise CorruptFileError(f"the stream holds {info.frames} {info.mode} image(s), which a {layout!r} chunk cannot hold")
-    return api.decompress(data).reshape([axes[axis] for axis in layout])
+    return api.decompress(data, device=device).reshape([axes[axis] for axis in layout])
 
 
 class BitSwap(Codec):
@@ -88,6 +99,13 @@ class BitSwap(Codec):
     ``shape``: the image shape, needed to encode flat buffers; ``models``: name ->
     SHA-256 of the models it may use, pinned from the installed models when omitted
     (encoding with any other model fails).
+
+    ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"``; default
+    ``$BITSWAP_DEVICE``, else the CPU) is where this codec object codes. It is a
+    runtime option, left out of :meth:`get_config` and of equality: it changes
+    nothing in the bytes, and a stored configuration (Zarr metadata) must open on
+    any machine, GPU or not. Only its spelling is checked here; a missing CUDA
+    device is a :class:`~bitswap_plugin.errors.DeviceError` when coding.
     """
 
     codec_id = "bitswap"
@@ -99,6 +117,7 @@ class BitSwap(Codec):
         layout: str | None = None,
         shape: Sequence[int] | None = None,
         models: Mapping[str, str] | None = None,
+        device: str | None = None,
     ) -> None:
         check_method(method)
         if shape is not None:
@@ -113,6 +132,7 @@ class BitSwap(Codec):
         self.layout = layout
         self.shape = shape
         self.models = dict(models) if models is not None else pin_models(model)
+        self.device = check_device(device)
 
     def get_config(self) -> dict:
         return {
@@ -146,11 +166,11 @@ class BitSwap(Codec):
         """Compress an image: (H, W), (H, W, C), (N, H, W, C), (N, H, W) per ``layout``, or flat bytes of ``shape``."""
         array = self._image(buf)
         layout = self.layout or default_layout(array.shape)
-        return encode_image(array, layout, model=self.model, method=self.method, models=self.models)
+        return encode_image(array, layout, model=self.model, method=self.method, models=self.models, device=self.device)
 
     def decode(self, buf: object, out: object | None = None) -> np.ndarray:
         """Decompress into a new array (shaped like the encoded one) or into ``out``."""
-        image = decode_image(ensure_bytes(buf), self.layout)
+        image = decode_image(ensure_bytes(buf), self.layout, self.device)
         if self.shape is not None and image.shape != self.shape:
             raise CorruptFileError(f"the stream holds an array of shape {image.shape}, the codec expects {self.shape}")
         return ndarray_copy(image, out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +19,7 @@ from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.common import JSON, parse_named_configuration
 
 from .errors import CorruptFileError, InvalidImageError
-from .numcodecs_codec import check_layout, check_method, decode_image, default_layout, encode_image, pin_models
+from .numcodecs_codec import check_device, check_layout, check_method, decode_image, default_layout, encode_image, pin_models
 
 if TYPE_CHECKING:
     from typing import Self
@@ -38,7 +38,10 @@ class BitSwapCodec(ArrayBytesCodec):
     ``method``: ``"bitswap"`` or ``"bbans"``; ``layout``: the chunk's axes (HW, HWC,
     NHW or NHWC), filled in from the array's shape at creation when omitted;
     ``models``: name -> SHA-256 of the models it may use, pinned from the installed
-    models when omitted.
+    models when omitted; ``device``: where this codec object codes, a runtime option
+    kept out of the metadata (:class:`~bitswap_plugin.BitSwap` says why), so an array
+    written on a GPU machine opens anywhere; arrays opened from metadata code on
+    ``$BITSWAP_DEVICE``, else the CPU.
     """
 
     is_fixed_size = False
@@ -47,6 +50,7 @@ class BitSwapCodec(ArrayBytesCodec):
     method: str
     layout: str | None
     models: tuple[tuple[str, str], ...]
+    device: str | None = field(compare=False)
 
     def __init__(
         self,
@@ -55,6 +59,7 @@ class BitSwapCodec(ArrayBytesCodec):
         method: str = "bitswap",
         layout: str | None = None,
         models: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        device: str | None = None,
     ) -> None:
         check_method(method)
         if layout is not None:
@@ -64,6 +69,7 @@ class BitSwapCodec(ArrayBytesCodec):
         object.__setattr__(self, "method", method)
         object.__setattr__(self, "layout", layout)
         object.__setattr__(self, "models", tuple(sorted(pins.items())))
+        object.__setattr__(self, "device", check_device(device))
 
     @classmethod
     def from_dict(cls, data: dict[str, JSON]) -> Self:
@@ -92,12 +98,13 @@ class BitSwapCodec(ArrayBytesCodec):
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         array = chunk_array.as_numpy_array()
         data = await asyncio.to_thread(
-            encode_image, array, self._layout(chunk_spec), model=self.model, method=self.method, models=dict(self.models)
+            encode_image, array, self._layout(chunk_spec), model=self.model, method=self.method, models=dict(self.models),
+            device=self.device,
         )
         return chunk_spec.prototype.buffer.from_bytes(data)
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        array = await asyncio.to_thread(decode_image, chunk_bytes.to_bytes(), self._layout(chunk_spec))
+        array = await asyncio.to_thread(decode_image, chunk_bytes.to_bytes(), self._layout(chunk_spec), self.device)
         if array.shape != chunk_spec.shape:
             raise CorruptFileError(f"a chunk decodes to shape {array.shape}, the array's chunks are {chunk_spec.shape}")
         return chunk_spec.prototype.nd_buffer.from_numpy_array(array)

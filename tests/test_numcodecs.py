@@ -38,8 +38,8 @@ def test_numcodecs_conformance(layout):
 
 
 def test_config_and_repr(monkeypatch):
-    codec = BitSwap(method="bbans", shape=(8, 8, 3))
-    common.check_config(codec)
+    codec = BitSwap(method="bbans", shape=(8, 8, 3), device="auto")
+    common.check_config(codec)  # the device is a runtime option: in the repr, not in the config
     assert codec.get_config() == {
         "id": "bitswap",
         "model": None,
@@ -49,7 +49,7 @@ def test_config_and_repr(monkeypatch):
         "models": {name: zoo.model_hash(name) for name in zoo.DEFAULT_MODELS.values()},
     }
     monkeypatch.setattr(common, "BitSwap", BitSwap, raising=False)  # check_repr evaluates in that module
-    common.check_repr(f"BitSwap(layout='HWC', method='bbans', model=None, models={codec.models!r}, shape=(8, 8, 3))")
+    common.check_repr(f"BitSwap(device='auto', layout='HWC', method='bbans', model=None, models={codec.models!r}, shape=(8, 8, 3))")
 
 
 def test_backwards_compatibility(monkeypatch):
