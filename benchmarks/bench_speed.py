@@ -43,25 +43,10 @@ from PIL import Image
 import bitswap_plugin as bsw
 from bitswap_plugin import container, zoo
 from bitswap_plugin.patches import PatchGrid
+from photos import KODAK, mosaic  # benchmarks/photos.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
-KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
-TILE = 512
 RSS_TARGET_BYTES = 1.5e9
-
-
-def mosaic(paths: list[Path], height: int, width: int, tile: int = TILE) -> np.ndarray:
-    """A ``height x width`` RGB photo: ``tile``-sized centre crops of ``paths`` (each at least
-    ``tile`` on both sides) in turn, row by row."""
-    rows, cols = -(-height // tile), -(-width // tile)
-    crops = []
-    for path in paths[: rows * cols]:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
-        top, left = (rgb.shape[0] - tile) // 2, (rgb.shape[1] - tile) // 2
-        crops.append(rgb[top : top + tile, left : left + tile])
-    lines = [np.concatenate([crops[(r * cols + c) % len(crops)] for c in range(cols)], axis=1) for r in range(rows)]
-    return np.ascontiguousarray(np.concatenate(lines)[:height, :width])
 
 
 def _times(fn: Callable[[], object], runs: int) -> tuple[object, list[float]]:
@@ -186,9 +171,12 @@ def rss(side: int, model: str | None, threads: int) -> dict:
 
 
 def _meta(args: argparse.Namespace) -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    def git(*command: str) -> str:
+        return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
     return {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            "threads": args.threads, "load_average": os.getloadavg(), "torch": torch.__version__, "commit": commit,
+            "threads": args.threads, "load_average": os.getloadavg(), "torch": torch.__version__, "commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted": git("status", "--porcelain", "--untracked-files=no", "bitswap_plugin").splitlines(),
             "model": args.model or zoo.DEFAULT_MODELS[3]}
 
 
