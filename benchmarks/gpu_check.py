@@ -7,7 +7,8 @@ Run in two places:
        python benchmarks/gpu_check.py --make-cpu-files DIR --images IMG [IMG ...]
 
    (``DIR`` gets ``<stem>.bsw`` per image, ``<stem>-gray.bsw`` for its grey
-   version, and ``tiled.bsw`` for a large image tiled from the inputs);
+   version, and ``tiled.bsw`` for a ``--tiled-side`` squared image tiled from
+   the inputs, 0 for none);
 
 2. on the GPU machine, with ``DIR`` carried along::
 
@@ -36,24 +37,22 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bitswap_plugin import compress, decompress  # noqa: E402
+from bitswap_plugin.api import resolve_device  # noqa: E402
+from photos import TILE, mosaic  # noqa: E402 - benchmarks/photos.py, beside this script
 
 TILED_SIDE = 2048
 
 
-def load_cases(paths: list[str]) -> dict[str, np.ndarray]:
-    """Each image (RGB), its grey version, and one TILED_SIDE^2 RGB image tiled from all of them."""
+def load_cases(paths: list[str], tiled_side: int = TILED_SIDE) -> dict[str, np.ndarray]:
+    """Each image (RGB), its grey version, and a ``tiled_side`` squared RGB mosaic of them all (0: none)."""
     cases = {}
     for path in paths:
         with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-            cases[Path(path).stem] = rgb
+            cases[Path(path).stem] = np.asarray(im.convert("RGB"))
             cases[Path(path).stem + "-gray"] = np.asarray(im.convert("L"))
-    tiles = [a for a in cases.values() if a.ndim == 3]
-    rows = []
-    for i in range(0, TILED_SIDE, 512):
-        row = [tiles[(i // 512 + j // 512) % len(tiles)][:512, :512] for j in range(0, TILED_SIDE, 512)]
-        rows.append(np.concatenate([np.pad(t, ((0, 512 - t.shape[0]), (0, 512 - t.shape[1]), (0, 0)), mode="edge") for t in row], 1))
-    cases["tiled"] = np.ascontiguousarray(np.concatenate(rows, 0))
+    if tiled_side:
+        tile = min(TILE, *(min(image.shape[:2]) for image in cases.values()))
+        cases["tiled"] = mosaic([Path(path) for path in paths], tiled_side, tiled_side, tile)
     return cases
 
 
@@ -94,21 +93,24 @@ def check(cases: dict[str, np.ndarray], cpu_files: Path, device: torch.device, r
     return results
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", nargs="+", required=True)
     parser.add_argument("--make-cpu-files", type=Path, help="write the CPU reference files here and stop")
     parser.add_argument("--cpu-files", type=Path, help="folder of CPU reference files")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiled-side", type=int, default=TILED_SIDE, help="side of the tiled image, 0 for none")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    args = parser.parse_args()
-    cases = load_cases(args.images)
+    args = parser.parse_args(argv)
+    if not (args.make_cpu_files or args.cpu_files):
+        parser.error("give --make-cpu-files DIR (write the references) or --cpu-files DIR (check against them)")
+    cases = load_cases(args.images, args.tiled_side)
     if args.make_cpu_files:
         args.make_cpu_files.mkdir(parents=True, exist_ok=True)
         for name, image in cases.items():
             (args.make_cpu_files / f"{name}.bsw").write_bytes(compress(image, device="cpu"))
         return 0
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__}
 
     def report(checks: list[dict]) -> None:
