@@ -62,8 +62,9 @@ def _summary(seconds: list[float]) -> dict[str, float | list[float]]:
     return {"best_s": min(seconds), "median_s": statistics.median(seconds), "runs_s": seconds}
 
 
-def timing(image: np.ndarray, model: str | None, runs: int) -> dict:
-    """Bit-Swap and JPEG-XL e7 seconds each way on the same pixels, alternating so load changes hit both."""
+def timing(image: np.ndarray, model: str | None, runs: int, threads: int) -> dict:
+    """Bit-Swap and JPEG-XL e7 seconds each way on the same pixels, both on ``threads`` threads,
+    alternating so that changes in the machine's load hit both."""
     import imagecodecs
 
     rows = {"bitswap_encode": [], "bitswap_decode": [], "jpegxl_encode": [], "jpegxl_decode": []}
@@ -73,9 +74,9 @@ def timing(image: np.ndarray, model: str | None, runs: int) -> dict:
         decoded, (seconds,) = _times(lambda: bsw.decompress(data), 1)
         rows["bitswap_decode"].append(seconds)
         assert np.array_equal(decoded, image), "Bit-Swap did not round-trip"
-        jxl, (seconds,) = _times(lambda: imagecodecs.jpegxl_encode(image, lossless=True, effort=7), 1)
+        jxl, (seconds,) = _times(lambda: imagecodecs.jpegxl_encode(image, lossless=True, effort=7, numthreads=threads), 1)
         rows["jpegxl_encode"].append(seconds)
-        decoded, (seconds,) = _times(lambda: imagecodecs.jpegxl_decode(jxl), 1)
+        decoded, (seconds,) = _times(lambda: imagecodecs.jpegxl_decode(jxl, numthreads=threads), 1)
         rows["jpegxl_decode"].append(seconds)
         assert np.array_equal(decoded, image), "JPEG-XL did not round-trip"
     out = {key: _summary(value) for key, value in rows.items()}
@@ -201,7 +202,7 @@ def main() -> None:
         meta = _meta(args)
         if section == "timing":
             with Image.open(args.image) as image:
-                out = {"image": args.image.name, **timing(np.asarray(image.convert("RGB")), args.model, args.runs)}
+                out = {"image": args.image.name, **timing(np.asarray(image.convert("RGB")), args.model, args.runs, args.threads)}
         elif section == "passes":
             out = {"rows": passes(sorted(KODAK.glob("*.png")), args.sizes, args.model)}
         else:
