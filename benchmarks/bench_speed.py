@@ -2,7 +2,7 @@
 
     python benchmarks/bench_speed.py [--only timing passes rss] [--model NAME] [--threads 2]
                                      [--image kodim05.png] [--runs 3] [--sizes 32 64 ... 1024]
-                                     [--rss-size 4096]
+                                     [--rss-sizes 4096]
 
 * ``timing``: compress and decompress one Kodak image (default kodim05,
   768x512) with the model, best and median of ``--runs``, beside JPEG-XL
@@ -13,11 +13,13 @@
   the batches of one pass), and the header's group count, against the number of
   patches, for square images of ``--sizes``.
 * ``rss``: peak resident memory (``ru_maxrss``) of a fresh process compressing,
-  and of another decompressing, a ``--rss-size`` squared RGB image.
+  and of another decompressing, ``--rss-sizes`` squared RGB images.
 
 Test images are real photos: a mosaic of centre crops of the Kodak images
 (benchmark-only data). Each section is stored under its own key in
 benchmarks/results/speed.json (``--json``), so sections can run separately.
+Run it on a committed tree: the results name the commit and list uncommitted
+package files.
 """
 
 from __future__ import annotations
@@ -113,10 +115,9 @@ def counting_passes(name: str) -> Iterator[dict[str, int]]:
         del model.posterior, model.prior
 
 
-def passes(photos: list[Path], sizes: list[int], model: str | None) -> list[dict]:
+def passes(photos: list[Path], sizes: list[int], model: str | None) -> Iterator[dict]:
     """Network passes and groups per image size; encoding and decoding run the same groups in reverse."""
     name = model or zoo.DEFAULT_MODELS[3]
-    rows = []
     for side in sizes:
         image = mosaic(photos, side, side)
         with counting_passes(name) as encode:
@@ -129,9 +130,7 @@ def passes(photos: list[Path], sizes: list[int], model: str | None) -> list[dict
         row = {"side": side, "patches": patches, "groups": len(container.unpack(data)[0].group_sizes),
                "encode_passes": encode["passes"], "encode_calls": encode["calls"], "decode_passes": decode["passes"],
                "decode_calls": decode["calls"], "encode_s": encode_s, "log2_patches": float(np.log2(patches))}
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    return rows
+        yield row
 
 
 def _rss_worker(args: argparse.Namespace) -> None:
@@ -164,11 +163,18 @@ def rss(side: int, model: str | None, threads: int) -> dict:
                        "--data", str(data)] + (["--model", model] if model else [])
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             out[way] = json.loads(done.stdout.strip().splitlines()[-1])
-            print(way, json.dumps(out[way]), flush=True)
         out["bytes"] = data.stat().st_size
     out["bpsp"] = 8 * out["bytes"] / (3 * side * side)
     out["within_target"] = max(out[way]["peak_bytes"] for way in ("compress", "decompress")) <= RSS_TARGET_BYTES
     return out
+
+
+def _store(path: Path, section: str, value: dict) -> None:
+    """Write one section of the results file, re-read first: another run may have stored its own meanwhile."""
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[section] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def _meta(args: argparse.Namespace) -> dict:
@@ -189,7 +195,8 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=KODAK / "kodim05.png", help="the timing image")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024])
-    parser.add_argument("--rss-size", type=int, default=4096)
+    parser.add_argument("--rss-sizes", type=int, nargs="+", default=[4096])
+    parser.add_argument("--rss-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
     parser.add_argument("--rss-worker", choices=["compress", "decompress"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -203,16 +210,18 @@ def main() -> None:
         if section == "timing":
             with Image.open(args.image) as image:
                 out = {"image": args.image.name, **timing(np.asarray(image.convert("RGB")), args.model, args.runs, args.threads)}
-        elif section == "passes":
-            out = {"rows": passes(sorted(KODAK.glob("*.png")), args.sizes, args.model)}
+            print(json.dumps(out, indent=2), flush=True)
+            _store(args.json, section, {"meta": meta, **out})
+            continue
+        rows = []
+        if section == "passes":
+            source = passes(sorted(KODAK.glob("*.png")), args.sizes, args.model)
         else:
-            out = rss(args.rss_size, args.model, args.threads)
-        print(json.dumps({section: out}, indent=2), flush=True)
-        # read just before writing: another run (a long rss one) may have stored its section meanwhile
-        results = json.loads(args.json.read_text()) if args.json.exists() else {}
-        results[section] = {"meta": meta, **out}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+            source = (rss(side, args.model, args.threads) for side in args.rss_sizes)
+        for row in source:  # stored row by row: a long run keeps what it measured
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            _store(args.json, section, {"meta": meta, "rows": rows})
 
 if __name__ == "__main__":
     main()
