@@ -164,6 +164,7 @@ def rss(side: int, model: str | None, threads: int) -> dict:
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             out[way] = json.loads(done.stdout.strip().splitlines()[-1])
         out["bytes"] = data.stat().st_size
+        out["patches"], out["groups"] = len(PatchGrid(side, side)), len(container.unpack(data.read_bytes())[0].group_sizes)
     out["bpsp"] = 8 * out["bytes"] / (3 * side * side)
     out["within_target"] = max(out[way]["peak_bytes"] for way in ("compress", "decompress")) <= RSS_TARGET_BYTES
     return out
