@@ -51,13 +51,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RSS_TARGET_BYTES = 1.5e9
 
 
-def _times(fn: Callable[[], object], runs: int) -> tuple[object, list[float]]:
-    seconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = fn()
-        seconds.append(time.perf_counter() - start)
-    return out, seconds
+def _timed(fn: Callable[[], object]) -> tuple[object, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
 
 
 def _summary(seconds: list[float]) -> dict[str, float | list[float]]:
@@ -71,14 +68,14 @@ def timing(image: np.ndarray, model: str | None, runs: int, threads: int) -> dic
 
     rows = {"bitswap_encode": [], "bitswap_decode": [], "jpegxl_encode": [], "jpegxl_decode": []}
     for _ in range(runs):
-        data, (seconds,) = _times(lambda: bsw.compress(image, model=model), 1)
+        data, seconds = _timed(lambda: bsw.compress(image, model=model))
         rows["bitswap_encode"].append(seconds)
-        decoded, (seconds,) = _times(lambda: bsw.decompress(data), 1)
+        decoded, seconds = _timed(lambda: bsw.decompress(data))
         rows["bitswap_decode"].append(seconds)
         assert np.array_equal(decoded, image), "Bit-Swap did not round-trip"
-        jxl, (seconds,) = _times(lambda: imagecodecs.jpegxl_encode(image, lossless=True, effort=7, numthreads=threads), 1)
+        jxl, seconds = _timed(lambda: imagecodecs.jpegxl_encode(image, lossless=True, effort=7, numthreads=threads))
         rows["jpegxl_encode"].append(seconds)
-        decoded, (seconds,) = _times(lambda: imagecodecs.jpegxl_decode(jxl, numthreads=threads), 1)
+        decoded, seconds = _timed(lambda: imagecodecs.jpegxl_decode(jxl, numthreads=threads))
         rows["jpegxl_decode"].append(seconds)
         assert np.array_equal(decoded, image), "JPEG-XL did not round-trip"
     out = {key: _summary(value) for key, value in rows.items()}
@@ -121,16 +118,13 @@ def passes(photos: list[Path], sizes: list[int], model: str | None) -> Iterator[
     for side in sizes:
         image = mosaic(photos, side, side)
         with counting_passes(name) as encode:
-            start = time.perf_counter()
-            data = bsw.compress(image, model=model)
-            encode_s = time.perf_counter() - start
+            data, encode_s = _timed(lambda: bsw.compress(image, model=model))
         with counting_passes(name) as decode:
             assert np.array_equal(bsw.decompress(data), image)
         patches = len(PatchGrid(side, side))
-        row = {"side": side, "patches": patches, "groups": len(container.unpack(data)[0].group_sizes),
+        yield {"side": side, "patches": patches, "groups": len(container.unpack(data)[0].group_sizes),
                "encode_passes": encode["passes"], "encode_calls": encode["calls"], "decode_passes": decode["passes"],
                "decode_calls": decode["calls"], "encode_s": encode_s, "log2_patches": float(np.log2(patches))}
-        yield row
 
 
 def _rss_worker(args: argparse.Namespace) -> None:
@@ -141,14 +135,12 @@ def _rss_worker(args: argparse.Namespace) -> None:
     if args.rss_worker == "compress":
         image = mosaic(sorted(KODAK.glob("*.png")), args.rss_size, args.rss_size)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        start = time.perf_counter()
-        args.data.write_bytes(bsw.compress(image, model=args.model))
+        data, seconds = _timed(lambda: bsw.compress(image, model=args.model))
+        args.data.write_bytes(data)
     else:
         data = args.data.read_bytes()
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        start = time.perf_counter()
-        bsw.decompress(data)  # checks the pixels against the stored checksum
-    seconds = time.perf_counter() - start
+        _, seconds = _timed(lambda: bsw.decompress(data))  # checks the pixels against the stored checksum
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"peak_before_bytes": before * 1024, "peak_bytes": peak * 1024, "seconds": seconds}))
 
