@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from . import api, train
+from .bench import command as bench
 from .coders import METHODS
 from .errors import BitSwapError
 from .images import from_array, to_array
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     training = sub.add_parser("train", help="train, quantize and export a model (see bitswap train -h)",
                               description=train.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     train.build_parser(training).set_defaults(run=train.run)
+    benchmark = sub.add_parser("bench", help="benchmarks: Bit-Swap against other codecs, the paper's experiments",
+                               description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.build_parser(benchmark).set_defaults(run=bench.run)
     return parser
 
 

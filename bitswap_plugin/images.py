@@ -7,6 +7,8 @@ from PIL import Image
 
 from .errors import InvalidImageError
 
+MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+"""Pillow mode of an 8-bit image with this many channels."""
 
 
 def to_array(image: Image.Image) -> np.ndarray:
@@ -28,5 +30,4 @@ def to_array(image: Image.Image) -> np.ndarray:
 
 def from_array(array: np.ndarray) -> Image.Image:
     """A Pillow image (mode L, LA, RGB or RGBA) from a decoded array."""
-    modes = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-    return Image.fromarray(array, modes[1 if array.ndim == 2 else array.shape[2]])
+    return Image.fromarray(array, MODES[1 if array.ndim == 2 else array.shape[2]])

@@ -10,10 +10,6 @@ are what every codec below stores losslessly. Nothing is cropped.
 from __future__ import annotations
 
 import argparse
-import bz2
-import gzip
-import io
-import lzma
 import time
 from importlib import resources
 from pathlib import Path
@@ -22,27 +18,18 @@ import numpy as np
 from PIL import Image
 
 import bitswap_plugin as bsw
+from bitswap_plugin.bench.codecs import classical_codecs, select
 from bitswap_plugin.images import to_array
 
 SAMPLE = resources.files("bitswap_plugin") / "samples" / "astronaut.png"
 
 
-def _pillow(array: np.ndarray, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=fmt, **options)
-    return buffer.getvalue()
+DEMO_CODECS = ["gzip", "bzip2", "lzma", "png", "webp"]
 
 
 def classical_sizes(array: np.ndarray) -> dict[str, int]:
     """Bytes each classical codec needs for the same pixels."""
-    raw = array.tobytes()
-    return {
-        "gzip -9": len(gzip.compress(raw, 9)),
-        "bzip2 -9": len(bz2.compress(raw, 9)),
-        "LZMA -9e": len(lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)),
-        "PNG (optimize)": len(_pillow(array, "PNG", optimize=True)),
-        "WebP lossless": len(_pillow(array, "WEBP", lossless=True, quality=100, method=6)),
-    }
+    return {codec.description: len(codec.encode(array)) for codec in select(classical_codecs(), DEMO_CODECS)}
 
 
 def main() -> None:
@@ -63,9 +50,10 @@ def main() -> None:
     subpixels = array.size
     rows = {f"Bit-Swap ({args.method})": len(data), **classical_sizes(array)}
     print(f"{args.image}: {array.shape[1]}x{array.shape[0]}, {subpixels} subpixels, raw {subpixels} bytes")
-    print(f"{'codec':<22}{'bytes':>10}{'ratio':>8}{'bits/subpixel':>15}")
+    width = max(map(len, rows)) + 2
+    print(f"{'codec':<{width}}{'bytes':>10}{'ratio':>8}{'bits/subpixel':>15}")
     for name, size in rows.items():
-        print(f"{name:<22}{size:>10}{subpixels / size:>8.2f}{8 * size / subpixels:>15.3f}")
+        print(f"{name:<{width}}{size:>10}{subpixels / size:>8.2f}{8 * size / subpixels:>15.3f}")
     print(f"Bit-Swap took {seconds:.2f} s; wrote {output}")
 
 
