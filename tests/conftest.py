@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -33,3 +34,13 @@ def photo() -> np.ndarray:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20190609)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread while a module runs threads or processes of its own: on busy cores, torch's
+    spinning intra-op workers make oversubscribed work several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

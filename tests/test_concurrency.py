@@ -1,0 +1,65 @@
+"""Threads and processes coding at once: no corruption, no deadlock, one model however many threads race its load.
+
+The workloads are those of ``benchmarks/stress.py`` at CI size (tiny models,
+small images, a few rounds). Each runs under a deadline, so a deadlock fails
+the test instead of hanging it; the stores are read back here, afresh.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from bitswap_plugin import zoo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import stress
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+THREADS = 16
+
+
+def _stored(path: Path) -> np.ndarray:
+    return zarr.open_array(path, mode="r")[...]
+
+
+def _chunks(versions: list[int]) -> np.ndarray:
+    return np.stack([stress.chunk_image(chunk, version) for chunk, version in enumerate(versions)])
+
+
+def test_threads_racing_the_first_load_share_one_model(monkeypatch):
+    monkeypatch.setattr(zoo, "_loaded", {})  # as in a fresh process: nothing loaded yet
+    report = stress.Report("load race")
+    got = stress.load_race(list(stress.TINY.values()), THREADS, 120, report)
+    assert report.failures == []
+    for name, models in got.items():
+        assert len(models) == THREADS and all(model is zoo.load_model(name) for model in models)
+    assert sorted(zoo._loaded) == [("tiny-gray", "cpu"), ("tiny-rgb", "cpu")]
+
+
+def test_threads_round_trip_through_the_api_and_zarr_at_once(tmp_path):
+    """16 threads, 2 rounds: streams equal the one-thread streams, pixels come back, each thread's chunk holds its last write."""
+    rounds = 2
+    report = stress.thread_stress(tmp_path, THREADS, rounds, "tiny", timeout=240)
+    assert report.failures == []
+    assert report.counts == {"api": THREADS * rounds, "zarr v3": THREADS * rounds, "zarr v2": THREADS * rounds}
+    expected = _chunks([rounds] * THREADS + [0] * stress.SHARED_CHUNKS)
+    for fmt in (3, 2):
+        np.testing.assert_array_equal(_stored(tmp_path / f"threads-v{fmt}.zarr"), expected)
+
+
+def test_processes_write_disjoint_chunks_of_one_store(tmp_path):
+    """4 fresh processes, each racing 4 threads to load the models, then coding and writing its own chunks."""
+    processes, rounds, threads = 4, 2, 4
+    report = stress.process_stress(tmp_path, processes, rounds, threads, "tiny", timeout=300)
+    assert report.failures == []
+    chunks = processes * stress.CHUNKS_PER_PROCESS
+    assert report.counts == {"model loads": processes * threads * 2, "api": processes * rounds,
+                             "zarr v3": chunks * rounds, "zarr v2": chunks * rounds}
+    for fmt in (3, 2):
+        np.testing.assert_array_equal(_stored(tmp_path / f"processes-v{fmt}.zarr"), _chunks([rounds] * chunks))
