@@ -44,13 +44,21 @@ def available_models() -> dict[str, Path]:
 
 
 def register_model(path: str | Path, name: str | None = None) -> str:
-    """Make a model file usable by name (default: the file's stem); returns the name."""
+    """Make a model file usable by name (default: the file's stem); returns the name.
+
+    Registering a name again (another file, or the same file rewritten) takes
+    effect: the model loaded under that name and the file's hash are dropped,
+    else streams would name the new file's hash but be coded with the old model.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelNotFoundError(f"model file {str(path)!r} does not exist")
     name = name or path.stem
     with _lock:
         _registry[name] = path
+        _hashes.pop(path, None)
+        for key in [key for key in _loaded if key[0] == name]:
+            del _loaded[key]
     return name
 
 
