@@ -7,6 +7,7 @@ the test instead of hanging it; the stores are read back here, afresh.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import zarr
 
 from bitswap_plugin import zoo
+from bitswap_plugin.integer_model import load_integer_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import stress
@@ -40,6 +42,19 @@ def test_threads_racing_the_first_load_share_one_model(monkeypatch):
     for name, models in got.items():
         assert len(models) == THREADS and all(model is zoo.load_model(name) for model in models)
     assert sorted(zoo._loaded) == [("tiny-gray", "cpu"), ("tiny-rgb", "cpu")]
+
+
+def test_registering_a_name_again_replaces_the_loaded_model(monkeypatch, tmp_path):
+    """Else the zoo would code with the old model while streams name the new file's hash: undecodable elsewhere."""
+    monkeypatch.setattr(zoo, "_registry", {})
+    monkeypatch.setattr(zoo, "_loaded", {})
+    shipped = zoo.available_models()
+    first, second = (Path(shutil.copy(shipped[name], tmp_path / f"{name}.safetensors")) for name in ("tiny-gray", "bitswap-gray"))
+    zoo.register_model(first, "mine")
+    assert zoo.load_model("mine").content_hash == load_integer_model(first).content_hash
+    zoo.register_model(second, "mine")
+    assert zoo.load_model("mine").content_hash == load_integer_model(second).content_hash
+    assert zoo.model_hash("mine") == zoo.file_hash(second)
 
 
 def test_threads_round_trip_through_the_api_and_zarr_at_once(tmp_path):
