@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -26,8 +24,8 @@ from PIL import Image
 
 import bitswap_plugin as bsw
 from bitswap_plugin import container, zoo
-from bitswap_plugin.integer_model import integer_neg_elbo
-from bitswap_plugin.patches import PatchGrid
+from bitswap_plugin.bench.experiments import image_patches, neg_elbo_bits
+from bitswap_plugin.bench.measure import run_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 LANE_OVERHEAD_BITS = 6
@@ -79,11 +77,7 @@ def main() -> None:
         data, encode_s = _timed(bsw.compress, array, model=args.model, method=args.method)
         decoded, decode_s = _timed(bsw.decompress, data)
         assert np.array_equal(decoded, array), f"{path.name} did not round-trip"
-        grid = PatchGrid(*array.shape[:2])
-        planar = torch.from_numpy(array.copy()).view(*array.shape[:2], -1).permute(2, 0, 1)
-        patches = grid.extract(planar, 0, len(grid))
-        torch.manual_seed(0)
-        elbo = integer_neg_elbo(model, patches) * patches.numel() / array.size  # padding costs nothing in the file
+        elbo = neg_elbo_bits(model, image_patches(array)) / array.size
         header = container.unpack(data)[0]
         row = {"image": path.name, "subpixels": array.size, "bytes": len(data), "bpsp": 8 * len(data) / array.size,
                "neg_elbo_bpsp": elbo, "encode_s": encode_s, "decode_s": decode_s, "lanes": header.num_lanes,
@@ -110,9 +104,7 @@ def main() -> None:
         summary[key] = sum(r[key] * r["subpixels"] for r in rows) / total
     for key in [k for k in rows[0] if k.endswith("_encode_s") and k != "encode_s"]:
         summary[f"median_{key}"] = statistics.median(r[key] for r in rows)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    meta = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-            "torch": torch.__version__, "commit": commit}
+    meta = run_metadata()
     print(json.dumps(summary, indent=2))
     target = args.json or ROOT / "benchmarks" / "results" / f"kodak-{args.method}{'-gray' if args.gray else ''}.json"
     target.parent.mkdir(parents=True, exist_ok=True)

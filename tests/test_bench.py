@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +103,14 @@ def test_size_sweep_overhead_shrinks_with_size(images: Path):
     rows = experiments.size_sweep(source, [32, 96], "tiny-rgb", ("bitswap",))
     assert [r["size"] for r in rows] == [32, 96]
     assert rows[1]["bitswap overhead %"] < rows[0]["bitswap overhead %"]
+
+
+def test_compressai_plots_our_json(images: Path, tmp_path: Path):
+    """CompressAI is an optional extra (numpy<2); where it is installed, its plotter reads our files."""
+    pytest.importorskip("compressai")
+    assert cli.main(["bench", "codecs", "--images", str(images), "--codecs", "png", "gzip", "--out", str(tmp_path)]) == 0
+    files = sorted(str(p) for p in (tmp_path / "codecs").glob("*.json"))
+    done = subprocess.run([sys.executable, "-m", "compressai.utils.plot", "-f", *files, "-m", "bpsp",
+                           "-o", str(tmp_path / "plot.png")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "plot.png").stat().st_size > 0

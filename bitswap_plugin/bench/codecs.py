@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from .. import api, zoo
-from ..images import MODES, from_array
 from ..coders import METHODS
+from ..images import MODES, from_array
 
 Encoder = Callable[[np.ndarray], bytes]
 Decoder = Callable[[bytes, tuple[int, ...]], np.ndarray]
