@@ -215,6 +215,11 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
             _store(args.json, section, {"meta": meta, "rows": rows})
+        if section == "passes":
+            print("\n| side | patches | log2 patches | groups | passes (encode) | passes (decode) | network calls |\n|---|---|---|---|---|---|---|")
+            for r in rows:
+                print(f"| {r['side']} | {r['patches']} | {r['log2_patches']:.0f} | {r['groups']} | {r['encode_passes']} "
+                      f"| {r['decode_passes']} | {r['encode_calls']} |")
 
 if __name__ == "__main__":
     main()
