@@ -6,8 +6,9 @@
 
 * ``timing``: compress and decompress one Kodak image (default kodim05,
   768x512) with the model, best and median of ``--runs``, beside JPEG-XL
-  lossless effort 7 (imagecodecs) encoding and decoding the same pixels in the
-  same run; the ratios are Bit-Swap seconds over JPEG-XL seconds.
+  lossless effort 7 (imagecodecs, its default threads) encoding and decoding
+  the same pixels in the same run; the ratios are Bit-Swap seconds over
+  JPEG-XL seconds.
 * ``passes``: sequential network passes, counted by wrapping the model's
   ``posterior`` and ``prior`` (consecutive calls of one network at one level are
   the batches of one pass), and the header's group count, against the number of
@@ -15,8 +16,7 @@
 * ``rss``: peak resident memory (``ru_maxrss``) of a fresh process compressing,
   and of another decompressing, ``--rss-sizes`` squared RGB images.
 
-Test images are real photos: a mosaic of centre crops of the Kodak images
-(benchmark-only data). Each section is stored under its own key in
+Test images are real photos: mosaics of the Kodak images (benchmark-only data). Each section is stored under its own key in
 benchmarks/results/speed.json (``--json``), so sections can run separately.
 Run it on a committed tree: the results name the commit and list uncommitted
 package files.
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -44,16 +43,19 @@ from PIL import Image
 
 import bitswap_plugin as bsw
 from bitswap_plugin import container, zoo
+from bitswap_plugin.bench.codecs import bitswap_codecs, classical_codecs, select
+from bitswap_plugin.bench.experiments import mosaic
+from bitswap_plugin.bench.measure import Measurement, measure, run_metadata
 from bitswap_plugin.patches import PatchGrid
-from photos import KODAK, mosaic  # benchmarks/photos.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
+KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
 RSS_TARGET_BYTES = 1.5e9
 
 
-def _timed(fn: Callable[[], object]) -> tuple[object, float]:
+def _timed(fn: Callable, *args, **kwargs) -> tuple[object, float]:
     start = time.perf_counter()
-    out = fn()
+    out = fn(*args, **kwargs)
     return out, time.perf_counter() - start
 
 
@@ -61,29 +63,23 @@ def _summary(seconds: list[float]) -> dict[str, float | list[float]]:
     return {"best_s": min(seconds), "median_s": statistics.median(seconds), "runs_s": seconds}
 
 
-def timing(image: np.ndarray, model: str | None, runs: int, threads: int) -> dict:
-    """Bit-Swap and JPEG-XL e7 seconds each way on the same pixels, both on ``threads`` threads,
-    alternating so that changes in the machine's load hit both."""
-    import imagecodecs
-
-    rows = {"bitswap_encode": [], "bitswap_decode": [], "jpegxl_encode": [], "jpegxl_decode": []}
+def timing(image: np.ndarray, model: str | None, runs: int) -> dict:
+    """Bit-Swap and JPEG-XL e7 (``bitswap bench``'s codecs, every output decoded and checked)
+    each way on the same pixels, run after run in turn so that changes in the load hit both."""
+    codecs = {"bitswap": bitswap_codecs([model or zoo.DEFAULT_MODELS[3]], ("bitswap",))[0],
+              "jpegxl": next(select(classical_codecs(), ["jpegxl-e7"]))}
+    measured: dict[str, list[Measurement]] = {name: [] for name in codecs}
     for _ in range(runs):
-        data, seconds = _timed(lambda: bsw.compress(image, model=model))
-        rows["bitswap_encode"].append(seconds)
-        decoded, seconds = _timed(lambda: bsw.decompress(data))
-        rows["bitswap_decode"].append(seconds)
-        assert np.array_equal(decoded, image), "Bit-Swap did not round-trip"
-        jxl, seconds = _timed(lambda: imagecodecs.jpegxl_encode(image, lossless=True, effort=7, numthreads=threads))
-        rows["jpegxl_encode"].append(seconds)
-        decoded, seconds = _timed(lambda: imagecodecs.jpegxl_decode(jxl, numthreads=threads))
-        rows["jpegxl_decode"].append(seconds)
-        assert np.array_equal(decoded, image), "JPEG-XL did not round-trip"
-    out = {key: _summary(value) for key, value in rows.items()}
-    out["bitswap_bpsp"] = 8 * len(data) / image.size
-    out["jpegxl_bpsp"] = 8 * len(jxl) / image.size
+        for name, codec in codecs.items():
+            measured[name].append(measure(codec, name, image))
+    out = {}
+    for name, rows in measured.items():
+        out[f"{name}_bpsp"] = 8 * rows[0].bytes / image.size
+        for way in ("encode", "decode"):
+            out[f"{name}_{way}"] = _summary([getattr(row, f"{way}_s") for row in rows])
     for way in ("encode", "decode"):
-        for stat in ("best_s", "median_s"):
-            out[f"{way}_ratio_{stat[:-2]}"] = out[f"bitswap_{way}"][stat] / out[f"jpegxl_{way}"][stat]
+        for stat in ("best", "median"):
+            out[f"{way}_ratio_{stat}"] = out[f"bitswap_{way}"][f"{stat}_s"] / out[f"jpegxl_{way}"][f"{stat}_s"]
     return out
 
 
@@ -116,9 +112,9 @@ def passes(photos: list[Path], sizes: list[int], model: str | None) -> Iterator[
     """Network passes and groups per image size; encoding and decoding run the same groups in reverse."""
     name = model or zoo.DEFAULT_MODELS[3]
     for side in sizes:
-        image = mosaic(photos, side, side)
+        image = mosaic(photos, side)
         with counting_passes(name) as encode:
-            data, encode_s = _timed(lambda: bsw.compress(image, model=model))
+            data, encode_s = _timed(bsw.compress, image, model=model)
         with counting_passes(name) as decode:
             assert np.array_equal(bsw.decompress(data), image)
         patches = len(PatchGrid(side, side))
@@ -133,14 +129,14 @@ def _rss_worker(args: argparse.Namespace) -> None:
     name = args.model or zoo.DEFAULT_MODELS[3]
     zoo.load_model(name)
     if args.rss_worker == "compress":
-        image = mosaic(sorted(KODAK.glob("*.png")), args.rss_size, args.rss_size)
+        image = mosaic(sorted(KODAK.glob("*.png")), args.rss_size)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        data, seconds = _timed(lambda: bsw.compress(image, model=args.model))
+        data, seconds = _timed(bsw.compress, image, model=args.model)
         args.data.write_bytes(data)
     else:
         data = args.data.read_bytes()
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        _, seconds = _timed(lambda: bsw.decompress(data))  # checks the pixels against the stored checksum
+        _, seconds = _timed(bsw.decompress, data)  # checks the pixels against the stored checksum
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"peak_before_bytes": before * 1024, "peak_bytes": peak * 1024, "seconds": seconds}))
 
@@ -171,13 +167,10 @@ def _store(path: Path, section: str, value: dict) -> None:
 
 
 def _meta(args: argparse.Namespace) -> dict:
-    def git(*command: str) -> str:
-        return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    return {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            "threads": args.threads, "load_average": os.getloadavg(), "torch": torch.__version__, "commit": git("rev-parse", "--short", "HEAD"),
-            "uncommitted": git("status", "--porcelain", "--untracked-files=no", "bitswap_plugin").splitlines(),
-            "model": args.model or zoo.DEFAULT_MODELS[3]}
+    uncommitted = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "bitswap_plugin"], cwd=ROOT,
+                                 capture_output=True, text=True, check=False).stdout.splitlines()
+    return {**run_metadata(), "time": time.strftime("%H:%M"), "cores": os.cpu_count(), "threads": args.threads,
+            "load_average": os.getloadavg(), "uncommitted": uncommitted, "model": args.model or zoo.DEFAULT_MODELS[3]}
 
 
 def main() -> None:
@@ -202,7 +195,7 @@ def main() -> None:
         meta = _meta(args)
         if section == "timing":
             with Image.open(args.image) as image:
-                out = {"image": args.image.name, **timing(np.asarray(image.convert("RGB")), args.model, args.runs, args.threads)}
+                out = {"image": args.image.name, **timing(np.asarray(image.convert("RGB")), args.model, args.runs)}
             print(json.dumps(out, indent=2), flush=True)
             _store(args.json, section, {"meta": meta, **out})
             continue

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bitswap_plugin import compress, decompress  # noqa: E402
 from bitswap_plugin.api import resolve_device  # noqa: E402
-from photos import TILE, mosaic  # noqa: E402 - benchmarks/photos.py, beside this script
+from bitswap_plugin.bench.experiments import mosaic  # noqa: E402
 
 TILED_SIDE = 2048
 
@@ -51,8 +51,7 @@ def load_cases(paths: list[str], tiled_side: int = TILED_SIDE) -> dict[str, np.n
             cases[Path(path).stem] = np.asarray(im.convert("RGB"))
             cases[Path(path).stem + "-gray"] = np.asarray(im.convert("L"))
     if tiled_side:
-        tile = min(TILE, *(min(image.shape[:2]) for image in cases.values()))
-        cases["tiled"] = mosaic([Path(path) for path in paths], tiled_side, tiled_side, tile)
+        cases["tiled"] = mosaic([Path(path) for path in paths], tiled_side)
     return cases
 
 
