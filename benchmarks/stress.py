@@ -30,6 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
+import platform
 import resource
 import sys
 import tempfile
@@ -37,7 +39,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
@@ -326,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the reports here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.torch_threads)
+    machine = {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg(), "python": platform.python_version(),
+               "torch": torch.__version__, "zarr": zarr.__version__}
     names = list(TINY.values()) if args.models == "tiny" else list(zoo.DEFAULT_MODELS.values())
     race = Report("load race")
     load_race(names, args.threads, args.timeout, race)
@@ -341,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         for failure in report.failures[:20]:
             print("  ", failure)
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "reports": [asdict(report) for report in reports]}, indent=1))
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine,
+                                         "reports": [{**vars(report), "counts": dict(report.counts)} for report in reports]}, indent=1))
     return 1 if any(report.failures for report in reports) else 0
 
 
