@@ -1,7 +1,8 @@
 """Concurrency stress: many threads and processes coding at once, every result checked.
 
     python benchmarks/stress.py [--threads 16] [--rounds 50] [--processes 4] [--process-rounds 10]
-                                [--models tiny|default] [--timeout 1800] [--json PATH]
+                                [--process-threads 4] [--models tiny|default] [--torch-threads 1]
+                                [--timeout 1800] [--json PATH]
 
 Three workloads:
 
@@ -107,6 +108,11 @@ def image(shape: tuple[int, ...], index: int) -> np.ndarray:
 def chunk_image(chunk: int, version: int) -> np.ndarray:
     """What version ``version`` of chunk ``chunk`` holds (``array[chunk]`` of :func:`create_array`)."""
     return image(CHUNK, 1000 * chunk + version)
+
+
+def model_names(models: str) -> list[str]:
+    """The models a run uses: the tiny ones, or the defaults for ``models="default"``."""
+    return list(TINY.values()) if models == "tiny" else list(zoo.DEFAULT_MODELS.values())
 
 
 def model_for(shape: tuple[int, ...], models: str) -> str | None:
@@ -265,8 +271,7 @@ def process_worker(job: Job) -> Report:
     """Race-load the models, make ``job.rounds`` round trips, write this process's chunks of each store ``job.rounds`` times."""
     torch.set_num_threads(1)
     report = Report(f"process {job.index}")
-    names = list(TINY.values()) if job.models == "tiny" else list(zoo.DEFAULT_MODELS.values())
-    load_race(names, job.threads, job.timeout, report)
+    load_race(model_names(job.models), job.threads, job.timeout, report)
     arrays = {f"zarr v{fmt}": zarr.open_array(path, mode="r+") for fmt, path in zip((3, 2), job.stores)}
     chunks = range(job.index * CHUNKS_PER_PROCESS, (job.index + 1) * CHUNKS_PER_PROCESS)
     for step in range(job.rounds):
@@ -330,9 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.torch_threads)
     machine = {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg(), "python": platform.python_version(),
                "torch": torch.__version__, "zarr": zarr.__version__}
-    names = list(TINY.values()) if args.models == "tiny" else list(zoo.DEFAULT_MODELS.values())
     race = Report("load race")
-    load_race(names, args.threads, args.timeout, race)
+    load_race(model_names(args.models), args.threads, args.timeout, race)
     race.peak_rss_mib = peak_rss_mib()
     with tempfile.TemporaryDirectory() as root:
         reports = [

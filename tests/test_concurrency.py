@@ -37,7 +37,7 @@ def _chunks(versions: list[int]) -> np.ndarray:
 def test_threads_racing_the_first_load_share_one_model(monkeypatch):
     monkeypatch.setattr(zoo, "_loaded", {})  # as in a fresh process: nothing loaded yet
     report = stress.Report("load race")
-    got = stress.load_race(list(stress.TINY.values()), THREADS, 120, report)
+    got = stress.load_race(stress.model_names("tiny"), THREADS, 120, report)
     assert report.failures == []
     for name, models in got.items():
         assert len(models) == THREADS and all(model is zoo.load_model(name) for model in models)
