@@ -15,6 +15,7 @@ also covers readers that never show the image object: imageio, matplotlib).
 from __future__ import annotations
 
 import io
+import sys
 from typing import IO
 
 import numpy as np
@@ -46,6 +47,11 @@ def _read_header(fp: IO[bytes]) -> api.ImageInfo:
             if not more:
                 raise
             data += more
+
+
+def _pixel_limit() -> int:
+    """Pillow's decompression-bomb error threshold (no limit when MAX_IMAGE_PIXELS is None)."""
+    return sys.maxsize if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
 
 
 class BswImageFile(ImageFile.ImageFile):
@@ -89,8 +95,9 @@ class BswImageFile(ImageFile.ImageFile):
             width, height = self.size
             device = api.resolve_device(self.device)  # a bad device is the caller's DeviceError, not a bad file
             try:
-                # Image.open has applied Pillow's MAX_IMAGE_PIXELS; it replaces the API's own limit
-                array = api.decompress(data, device=device, max_pixels=self.n_frames * width * height)
+                # Image.open has checked the pixels against MAX_IMAGE_PIXELS; Pillow's error threshold
+                # replaces the API's own limit on the coder's work (frames padded to whole patches)
+                array = api.decompress(data, device=device, max_pixels=_pixel_limit())
             except BitSwapError as exc:
                 raise OSError(f"cannot decode {self.filename or 'image'}: {exc}") from exc
             self._frames = array.reshape(self.n_frames, height, width, len(self.mode))

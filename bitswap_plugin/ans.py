@@ -47,11 +47,15 @@ class AnsCoder:
     the mirror sequence of operations.
     """
 
-    def __init__(self, device: torch.device | str = "cpu", precision: int = PRECISION) -> None:
+    def __init__(self, device: torch.device | str = "cpu", precision: int = PRECISION, bottomless: bool = True) -> None:
         if not 1 <= precision <= 31:
             raise ValueError("precision must be in [1, 31]")
         self.device = torch.device(device)
         self.precision = precision
+        self.bottomless = bottomless
+        """Whether pops below the bottom of the tail read phantom words (an encoder's start-up).
+        A decoder of a stream sets it False: it pops only words its encoder pushed, so reading
+        below the bottom means damage (a CorruptFileError, raised at once)."""
         self.heads = torch.empty(0, dtype=torch.int64, device=self.device)
         self._tail = torch.empty(1024, dtype=torch.int64, device=self.device)
         self.tail_length = 0
@@ -84,6 +88,8 @@ class AnsCoder:
         words = self._tail[self.tail_length - real : self.tail_length]
         self.tail_length -= real
         missing = count - real
+        if missing and not self.bottomless:
+            raise CorruptFileError("corrupt stream: decoding reads past the bottom of the ANS tail")
         if missing:
             phantom = _phantom_words(self.phantom_words, missing, self.device).flip(0)
             self.phantom_words += missing
@@ -180,14 +186,20 @@ class AnsCoder:
 
     @classmethod
     def from_bytes(
-        cls, num_lanes: int, head_bytes: bytes, tail_bytes: bytes, device: torch.device | str = "cpu", precision: int = PRECISION
+        cls,
+        num_lanes: int,
+        head_bytes: bytes,
+        tail_bytes: bytes,
+        device: torch.device | str = "cpu",
+        precision: int = PRECISION,
+        bottomless: bool = True,
     ) -> "AnsCoder":
         """Rebuild a coder from :meth:`to_bytes` output; raises CorruptFileError on bad data."""
         import numpy as np
 
         if num_lanes < 0:
             raise CorruptFileError("corrupt stream: negative lane count")
-        coder = cls(device, precision)
+        coder = cls(device, precision, bottomless)
         packed = int.from_bytes(head_bytes, "little")
         heads = []
         offset = 0

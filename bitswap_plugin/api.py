@@ -18,11 +18,13 @@ from . import container, zoo
 from .ans import AnsCoder
 from .coders import METHODS, NETWORK_BATCH, Plane, decode_planes, encode_planes, schedule
 from .errors import CorruptFileError, DeviceError, ImageTooLargeError, InvalidImageError
+from .integer_model import IntegerVAE
 
 DEVICE_VARIABLE = "BITSWAP_DEVICE"
 """Environment variable naming the device for calls that give none (every front end; default: the CPU)."""
 MAX_IMAGE_PIXELS = 1 << 28
-"""Largest H*W accepted by default (a decompression-bomb guard); 16384 x 16384."""
+"""Most pixels accepted by default (a decompression-bomb guard): 16384 x 16384. Each frame
+counts as padded to whole 32 x 32 patches, since the coder works on patches."""
 
 _MODES_BY_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 _SMALL_IMAGE_PATCHES = 16
@@ -84,10 +86,13 @@ def resolve_device(device: torch.device | str | None, *, require: bool = True) -
     return resolved
 
 
-def _check_pixels(pixels: int, description: str, max_pixels: int | None) -> None:
+def _check_pixels(frames: int, height: int, width: int, max_pixels: int | None) -> None:
+    """Refuse more than ``max_pixels`` (default MAX_IMAGE_PIXELS), counting frames padded to
+    whole patches: a stack of tiny frames costs the coder a patch each."""
     limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    if pixels > limit:
-        raise ImageTooLargeError(f"{description} exceeds the limit of {limit} pixels")
+    patch = container.PATCH
+    if frames * -(-height // patch) * -(-width // patch) * patch**2 > limit:
+        raise ImageTooLargeError(f"{frames} image(s) of {height}x{width} pixels, padded to {patch}x{patch} patches, exceed the limit of {limit} pixels")
 
 
 def _as_stack(array) -> tuple[np.ndarray, str, bool]:
@@ -160,7 +165,7 @@ def compress(
         raise InvalidImageError(f"method must be one of {METHODS}, got {method!r}")
     stack, mode, is_stack = _as_stack(array)
     frames, height, width = stack.shape[:3]
-    _check_pixels(frames * height * width, f"{frames} image(s) of {height}x{width} pixels", max_pixels)
+    _check_pixels(frames, height, width, max_pixels)
     device = resolve_device(device)
     names = _choose_models(mode, model)
     unique = list(dict.fromkeys(names))
@@ -215,6 +220,20 @@ def read_info(data: bytes) -> ImageInfo:
     )
 
 
+def _check_seed_fits(header: container.Header, models: list[IntegerVAE]) -> None:
+    """Refuse a seed longer than decoding could leave on the tail, before allocating the image.
+
+    Decoding ends with only the tail, the seed on top. Pops never lengthen the message,
+    a renormalization lengthens it by under 1/64 bit per word, a push by under 25 bits
+    (24-bit probabilities, heads of at least 2**31), and the decoder pushes only latents.
+    This bounds what a short stream can claim when it has few coded patches.
+    """
+    latents = max(m.config.latent_layers * m.config.latent_channels * (container.PATCH // 2) ** 2 for m in models)
+    capacity = 33 * header.tail_length // 4 + 8 * header.head_length + 25 * latents * sum(header.group_sizes)
+    if 32 * -(-header.seed_length // 4) > capacity:
+        raise CorruptFileError("corrupt .bsw file: the seed is longer than the payload can hold")
+
+
 def decompress(
     data: bytes,
     *,
@@ -235,20 +254,20 @@ def decompress(
         raise CorruptFileError(f"expected .bsw bytes, got {type(data).__name__}")
     header, head, tail = container.unpack(data)
     frames, height, width = header.frames, header.height, header.width
-    _check_pixels(frames * height * width, f"{frames} image(s) of {height}x{width} pixels", max_pixels)
+    _check_pixels(frames, height, width, max_pixels)
     device = resolve_device(device)
     channels = len(header.mode)
     models = [zoo.load_model(name, sha256, device) for name, sha256 in header.models]
-    stack = torch.zeros((frames, channels, height, width), dtype=torch.uint8, device=device)
-    planes = []
-    for (channel_slice, model_channels), index in zip(_plane_layout(header.mode), header.plane_models):
-        if models[index].config.channels != model_channels:
-            raise CorruptFileError("corrupt .bsw file: a plane names a model with the wrong channel count")
-        planes.extend(Plane(stack[frame, channel_slice], models[index]) for frame in range(frames))
+    layout = _plane_layout(header.mode)
+    plane_models = [models[index] for index in header.plane_models]
+    if any(model.config.channels != model_channels for model, (_, model_channels) in zip(plane_models, layout)):
+        raise CorruptFileError("corrupt .bsw file: a plane names a model with the wrong channel count")
+    _check_seed_fits(header, plane_models)
+    # every pixel is decoded (seed and groups cover all patches): pages are touched only as decoding gets there
+    stack = torch.empty((frames, channels, height, width), dtype=torch.uint8, device=device)
+    planes = [Plane(stack[frame, part], model) for (part, _), model in zip(layout, plane_models) for frame in range(frames)]
     groups = schedule(planes, header.seed_patches, header.group_sizes, header.lanes_added)
-    if header.num_lanes > 4096 or any(lanes > 4096 for lanes in header.lanes_added):
-        raise CorruptFileError("corrupt .bsw file: implausible lane count")
-    coder = AnsCoder.from_bytes(header.num_lanes, head, tail, device)
+    coder = AnsCoder.from_bytes(header.num_lanes, head, tail, device, bottomless=False)
     decode_planes(coder, planes, groups, header.seed_patches, header.seed_length, header.method, batch_size, progress)
     result = stack.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     if zlib.crc32(result) != header.pixel_crc:

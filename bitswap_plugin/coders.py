@@ -31,14 +31,13 @@ import numpy as np
 import torch
 
 from .ans import AnsCoder
+from .container import MAX_GROUP, MAX_LANES
 from .distributions import DiscretizedLogistic
 from .errors import CorruptFileError
 from .integer_model import IntegerVAE, pixel_distributions
 from .patches import PATCH, PatchGrid
 
 METHODS = ("bitswap", "bbans")
-MAX_GROUP = 256
-"""Most patches coded in one group (bounds memory for huge images)."""
 FEED_MARGIN = 1.3
 """Patches differ: size a group for 30 % more pop bits per patch than seen so far."""
 NETWORK_BATCH = 64
@@ -75,7 +74,7 @@ class Group:
 
 def lane_budget(num_subpixels: int) -> int:
     """Most lanes worth having: each costs a few bits of final state, so ~1 per 384 subpixels."""
-    return max(1, min(4096, num_subpixels // 384))
+    return max(1, min(MAX_LANES, num_subpixels // 384))
 
 
 # -- the seed --------------------------------------------------------------

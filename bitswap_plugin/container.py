@@ -2,8 +2,8 @@
 
 The byte layout is specified in ``docs/FORMAT.md``. This module only packs and
 unpacks it and checks everything that can be checked without decoding: magic,
-version, header checksum, field ranges, and that the file is exactly as long as
-the header says. The decoded pixels are checked against ``pixel_crc`` by the API.
+version, header checksum, field ranges, that the coding schedule fits the image,
+and that the file is exactly as long as the header says. The decoded pixels are checked against ``pixel_crc`` by the API.
 """
 
 from __future__ import annotations
@@ -21,6 +21,15 @@ METHODS = ("bitswap", "bbans")
 _FIXED = struct.Struct("<8sBBBBBIIII")  # magic, version, mode, method, patch, flags, height, width, frames, pixel crc
 _FLAG_STACK = 1
 _MAX_VARINT_BYTES = 10
+PATCH = 32
+"""Side of the square patches the planes are cut into."""
+MAX_GROUP = 256
+"""Most patches in one group: a format limit (bounds a decoder's memory per group)."""
+MAX_LANES = 4096
+"""Most ANS lanes a stream may have."""
+DEFLATE_MAX_RATIO = 1032
+"""Deflate writes at most 258 bytes per 2 bits (a length and a distance code): a seed of
+``n`` bytes inflates to at most ``1032 n`` bytes."""
 
 
 @dataclass
@@ -47,7 +56,7 @@ class Header:
     num_lanes: int = 0
     head_length: int = 0
     tail_length: int = 0
-    patch_size: int = 32
+    patch_size: int = PATCH
 
 
 def _varint(value: int) -> bytes:
@@ -121,6 +130,46 @@ def planes_of(mode: str) -> int:
     return {"L": 1, "LA": 2, "RGB": 1, "RGBA": 2}[mode]
 
 
+def _patch_area(height: int, width: int, count: int) -> int:
+    """Pixels covered by the first ``count`` patches (raster order) of a ``height x width`` plane."""
+    cols = -(-width // PATCH)
+    full_rows, rest = divmod(count, cols)
+    area = min(height, PATCH * full_rows) * width
+    if rest:
+        area += min(PATCH, height - PATCH * full_rows) * min(width, PATCH * rest)
+    return area
+
+
+def seed_subpixels(header: Header) -> int:
+    """Size in bytes of the seed's pixels: the first ``seed_patches`` patches of the chain."""
+    per_plane = -(-header.height // PATCH) * -(-header.width // PATCH)
+    channels = [3 if header.mode.startswith("RGB") else 1, 1][: planes_of(header.mode)]
+    whole, rest = divmod(header.seed_patches, per_plane)  # whole planes, then patches of the next
+    subpixels = 0
+    for kind, count in enumerate(channels):  # the first planes of every frame, then the second
+        subpixels += count * min(max(whole - kind * header.frames, 0), header.frames) * header.height * header.width
+    if rest:
+        subpixels += channels[whole // header.frames] * _patch_area(header.height, header.width, rest)
+    return subpixels
+
+
+def _check_structure(header: Header) -> None:
+    """Refuse schedules no encoder writes, before a decoder allocates or computes anything:
+    the seed and groups must cover the patches exactly, groups be 1..MAX_GROUP patches, the
+    lanes the groups add be the final lanes (the first group adds one at least), and the
+    seed be long enough to inflate to its pixels."""
+    total = planes_of(header.mode) * header.frames * -(-header.height // PATCH) * -(-header.width // PATCH)
+    sizes, lanes = header.group_sizes, header.lanes_added
+    if not 1 <= header.seed_patches <= total or header.seed_patches + sum(sizes) != total:
+        raise CorruptFileError("corrupt .bsw file: seed and groups do not cover the image")
+    if any(not 1 <= size <= MAX_GROUP for size in sizes):
+        raise CorruptFileError(f"corrupt .bsw file: a group is not 1 to {MAX_GROUP} patches")
+    if header.num_lanes != sum(lanes) or header.num_lanes > MAX_LANES or (lanes and not lanes[0]):
+        raise CorruptFileError("corrupt .bsw file: implausible lane counts")
+    if seed_subpixels(header) > DEFLATE_MAX_RATIO * header.seed_length:
+        raise CorruptFileError("corrupt .bsw file: the seed is too short for its pixels")
+
+
 def read_header(data: bytes) -> tuple[Header, int]:
     """Parse and verify the header at the start of ``data``: (header, payload offset).
 
@@ -140,10 +189,12 @@ def read_header(data: bytes) -> tuple[Header, int]:
     for _ in range(reader.take(1)[0]):
         name = reader.take(reader.take(1)[0])
         models.append((name.decode("utf-8", "replace"), reader.take(32).hex()))
-    if mode >= len(MODES) or method >= len(METHODS) or patch != 32 or flags & ~_FLAG_STACK:
+    if mode >= len(MODES) or method >= len(METHODS) or patch != PATCH or flags & ~_FLAG_STACK:
         raise CorruptFileError("corrupt .bsw file: invalid mode, method, patch size or flags")
     if not (height and width and frames):
         raise CorruptFileError("corrupt .bsw file: empty image")
+    if frames > 1 and not flags & _FLAG_STACK:
+        raise CorruptFileError("corrupt .bsw file: several frames without the stack flag")
     mode_name = MODES[mode]
     plane_models = list(reader.take(planes_of(mode_name)))
     seed_patches, seed_length, group_count = reader.varint(), reader.varint(), reader.varint()
@@ -157,6 +208,8 @@ def read_header(data: bytes) -> tuple[Header, int]:
         raise CorruptFileError("corrupt .bsw file: header checksum mismatch")
     if any(index >= len(models) for index in plane_models):
         raise CorruptFileError("corrupt .bsw file: plane refers to a missing model")
+    if tail_length % 4:
+        raise CorruptFileError("corrupt .bsw file: the tail is not a whole number of words")
     header = Header(
         height=height,
         width=width,
@@ -176,6 +229,7 @@ def read_header(data: bytes) -> tuple[Header, int]:
         tail_length=tail_length,
         patch_size=patch,
     )
+    _check_structure(header)
     return header, reader.offset
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-PATCH = 32
+from .container import PATCH
 
 
 @dataclass(frozen=True)
