@@ -65,19 +65,26 @@ def _summary(seconds: list[float]) -> dict[str, float | list[float]]:
 
 def timing(image: np.ndarray, model: str | None, runs: int) -> dict:
     """Bit-Swap and JPEG-XL e7 (``bitswap bench``'s codecs, every output decoded and checked)
-    each way on the same pixels, run after run in turn so that changes in the load hit both."""
+    each way on the same pixels, run after run in turn so that changes in the load hit both.
+
+    Besides wall seconds each way, the process CPU seconds of each round trip (all
+    threads): on a shared machine they depend far less on what else runs."""
     codecs = {"bitswap": bitswap_codecs([model or zoo.DEFAULT_MODELS[3]], ("bitswap",))[0],
               "jpegxl": next(select(classical_codecs(), ["jpegxl-e7"]))}
     measured: dict[str, list[Measurement]] = {name: [] for name in codecs}
+    cpu: dict[str, list[float]] = {name: [] for name in codecs}
     for _ in range(runs):
         for name, codec in codecs.items():
+            start = time.process_time()
             measured[name].append(measure(codec, name, image))
+            cpu[name].append(time.process_time() - start)
     out = {}
     for name, rows in measured.items():
         out[f"{name}_bpsp"] = 8 * rows[0].bytes / image.size
         for way in ("encode", "decode"):
             out[f"{name}_{way}"] = _summary([getattr(row, f"{way}_s") for row in rows])
-    for way in ("encode", "decode"):
+        out[f"{name}_round_trip_cpu"] = _summary(cpu[name])
+    for way in ("encode", "decode", "round_trip_cpu"):
         for stat in ("best", "median"):
             out[f"{way}_ratio_{stat}"] = out[f"bitswap_{way}"][f"{stat}_s"] / out[f"jpegxl_{way}"][f"{stat}_s"]
     return out
