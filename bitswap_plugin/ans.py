@@ -126,17 +126,22 @@ class AnsCoder:
         return [(lo, min(lo + lanes, count)) for lo in range(0, count, lanes)]
 
     def push(self, starts: torch.Tensor, freqs: torch.Tensor) -> None:
-        """Encode symbols given by their (start, frequency) intervals, flattened."""
+        """Encode symbols given by their (start, frequency) intervals, flattened.
+
+        Per step: a lane whose head reaches ``freq << (63 - precision)`` first
+        emits its low word, then ``head -> (head // freq << precision) + head % freq + start``,
+        written as ``head + start + (head // freq) * (2**precision - freq)``.
+        """
         starts, freqs = starts.reshape(-1), freqs.reshape(-1)
         prec = self.precision
+        at_least = ((freqs - 1) << (63 - prec)) | ((1 << (63 - prec)) - 1)  # head > this: emit (no overflow at freq = 2**prec)
+        complement = (1 << prec) - freqs
         for lo, hi in self._steps(starts.numel()):
-            n = hi - lo
-            head = self.heads[:n]
-            freq = freqs[lo:hi]
-            emit = (head >> (63 - prec)) >= freq
-            self.push_words(head[emit] & WORD_MASK)
+            head = self.heads[: hi - lo]
+            emit = head > at_least[lo:hi]
+            self.push_words(head.masked_select(emit) & WORD_MASK)
             head = torch.where(emit, head >> WORD_BITS, head)
-            self.heads[:n] = ((head // freq) << prec) + head % freq + starts[lo:hi]
+            torch.addcmul(head + starts[lo:hi], head // freqs[lo:hi], complement[lo:hi], out=self.heads[: hi - lo])
 
     def pop(self, model) -> torch.Tensor:
         """Decode ``len(model)`` symbols; returns them flattened.
@@ -149,18 +154,13 @@ class AnsCoder:
         count = len(model)
         symbols = torch.empty(count, dtype=torch.int64, device=self.device)
         for lo, hi in reversed(self._steps(count)):
-            n = hi - lo
-            head = self.heads[:n]
+            head = self.heads[: hi - lo]
             cf = head & mask
-            part = model[lo:hi]
-            sym, start, freq = part.locate(cf)
-            head = freq * (head >> prec) + cf - start
-            need = head < HEAD_MIN
-            taken = int(need.sum())
-            if taken:
-                head[need] = (head[need] << WORD_BITS) | self._pop_words(taken)
-            self.heads[:n] = head
-            symbols[lo:hi] = sym
+            symbols[lo:hi], start, freq = model[lo:hi].locate(cf)
+            torch.addcmul(cf - start, freq, head >> prec, out=head)
+            need = (head < HEAD_MIN).nonzero()[:, 0]
+            if need.numel():
+                head.index_copy_(0, need, (head.index_select(0, need) << WORD_BITS) | self._pop_words(need.numel()))
         return symbols
 
     # -- size and serialization ----------------------------------------

@@ -19,12 +19,34 @@ from __future__ import annotations
 
 import torch
 
-from .fixedpoint import MEAN_FRAC, PRECISION, SIGMOID_LOW, T_FRAC, inverse_scale, sigmoid_above_low
+from .fixedpoint import MEAN_FRAC, PRECISION, SIGMOID_LOW, SIGMOID_SPAN, T_FRAC, inverse_scale, sigmoid_above_low
 
 TOTAL = 1 << PRECISION
-_T_ONE = float(1 << T_FRAC)
-_CORRECTIONS = 2
-"""Rounds of +-1 correction of the inverse-CDF guess before falling back to bisection."""
+_WINDOW = (-1, 0, 1, 2)
+"""Bins, relative to the inverse-CDF guess, whose edges a pop checks at once: it resolves guesses off by one."""
+_RADIX_BITS = 5
+"""Bits of the symbol the fallback search settles per pass (33 CDF evaluations per lane)."""
+_EDGE_PUSH = 1 << 61
+"""Pushes t past the sigmoid's ends at k <= 0 and k >= num_bins (no overflow: |k * slope - offset| < 2**61)."""
+_CONSTANTS: dict[tuple[str, int, torch.device], torch.Tensor] = {}
+
+
+def _constant(name: str, num_bins: int, device: torch.device) -> torch.Tensor:
+    """Small tensors made once per (num_bins, device): the edge pushes of :meth:`DiscretizedLogistic.cdf`,
+    the window and pair offsets (as columns) and the float scalars of :meth:`DiscretizedLogistic.locate`."""
+    key = (name, num_bins, device)
+    value = _CONSTANTS.get(key)
+    if value is None:
+        if name == "edges":
+            value = torch.zeros(num_bins + 1, dtype=torch.int64, device=device)
+            value[0], value[num_bins] = -_EDGE_PUSH, _EDGE_PUSH
+        elif name in ("window", "pair", "radix"):
+            values = {"window": _WINDOW, "pair": (-1, 0), "radix": range((1 << _RADIX_BITS) + 1)}[name]
+            value = torch.tensor(values, dtype=torch.int64, device=device)[:, None]
+        else:
+            value = torch.tensor({"half": 0.5 / TOTAL, "inv_total": 1.0 / TOTAL}[name], dtype=torch.float64, device=device)
+        value = _CONSTANTS.setdefault(key, value)
+    return value
 
 
 class DiscretizedLogistic:
@@ -51,82 +73,141 @@ class DiscretizedLogistic:
         self.offset = (mean.reshape(-1) + (1 << (MEAN_FRAC - 1))) * inv_scale + SIGMOID_LOW
         self.num_bins = num_bins
         self.known = None if known is None else known.reshape(-1)
+        self._inverse: tuple[torch.Tensor, torch.Tensor] | None = None
+        """Per-symbol (a, b) of the inverse-CDF guess, made when the family is first sliced or searched."""
 
     def __len__(self) -> int:
         return self.slope.numel()
 
     def __getitem__(self, index: slice) -> "DiscretizedLogistic":
+        """The family of the symbols ``index`` selects (what one pop step decodes)."""
         part = object.__new__(DiscretizedLogistic)
         part.num_bins = self.num_bins
-        for name in ("slope", "offset", "known"):
-            value = getattr(self, name)
-            setattr(part, name, None if value is None else value[index])
+        part.slope, part.offset = self.slope[index], self.offset[index]
+        part.known = None if self.known is None else self.known[index]
+        part._inverse = tuple(t[index] for t in self._inverse_cdf())
         return part
 
-    def _cdf_interior(self, k: torch.Tensor) -> torch.Tensor:
-        """Cumulative frequency below bin ``k`` for ``0 < k < num_bins``."""
-        c = sigmoid_above_low(k * self.slope - self.offset)
-        return ((c * (TOTAL - self.num_bins)) >> PRECISION) + k
+    def _inverse_cdf(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float (a, b) with bin ~ a * logit(cf / TOTAL) + b, computed once for the whole family."""
+        if self._inverse is None:
+            slope = self.slope.to(torch.float64)
+            self._inverse = (1 << T_FRAC) / slope, (self.offset - SIGMOID_LOW).to(torch.float64) / slope
+        return self._inverse
+
+    def _cdf(self, k: torch.Tensor, slope: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """:meth:`cdf` with the parameters given (broadcast against ``k``).
+
+        Outside the interior the edge push drives t below or above the sigmoid
+        table, which then gives exactly 0 or ``2**PRECISION``: cdf 0 at k = 0
+        and TOTAL at k = num_bins, without a select.
+        """
+        k = k.clamp(0, self.num_bins)
+        u = torch.addcmul(_constant("edges", self.num_bins, k.device).take(k), k, slope).sub_(offset)
+        return ((sigmoid_above_low(u) * (TOTAL - self.num_bins)) >> PRECISION).add_(k)
 
     def cdf(self, k: torch.Tensor) -> torch.Tensor:
-        """Cumulative frequency below bin ``k``: 0 at ``k = 0``, TOTAL at ``k = num_bins``."""
-        c = self._cdf_interior(k)
-        return torch.where(k <= 0, 0, torch.where(k >= self.num_bins, TOTAL, c))
+        """Cumulative frequency below bin ``k``: 0 at ``k <= 0``, TOTAL at ``k >= num_bins``."""
+        return self._cdf(k, self.slope, self.offset)
 
     def ranges(self, symbols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(start, frequency) of each symbol, flattened."""
         symbols = symbols.reshape(-1)
-        start = self.cdf(symbols)
-        freq = self.cdf(symbols + 1) - start
+        start, end = self.cdf(symbols + (_constant("pair", self.num_bins, symbols.device) + 1))  # rows k, k + 1
+        freq = end - start
         if self.known is not None:
-            start = torch.where(self.known, 0, start)
-            freq = torch.where(self.known, TOTAL, freq)
+            start = start.masked_fill(self.known, 0)
+            freq = freq.masked_fill(self.known, TOTAL)
         return start, freq
 
     def locate(self, cf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(symbol, start, frequency) of the symbol with ``cdf(k) <= cf < cdf(k + 1)``: what an ANS pop needs.
 
-        A float inverse-CDF guess, checked and corrected with the exact integer
-        CDF; lanes the guess misses by more than :data:`_CORRECTIONS` bins (far
-        tails, where every bin holds the minimum frequency) fall back to the
-        bit-by-bit :meth:`_bisect`. The guess affects speed only, never the result.
+        A float inverse-CDF guess, checked with the exact integer CDF at the
+        edges of the bins around it (:data:`_WINDOW`) in one pass; lanes the
+        guess misses by more (far tails, where every bin holds the minimum
+        frequency) fall back to :meth:`_radix_search`. The guess affects speed
+        only, never the result.
         """
-        u = (cf.to(torch.float64) + 0.5) / TOTAL
-        t = (torch.log(u) - torch.log1p(-u)) * _T_ONE  # logit, in the fixed-point units of k * slope - offset
-        guess = torch.floor((t + (self.offset - SIGMOID_LOW).to(torch.float64)) / self.slope.to(torch.float64))
-        symbol = guess.nan_to_num(0.0).clamp(0, self.num_bins - 1).to(torch.int64)
-        for _ in range(_CORRECTIONS + 1):
-            start, end = self.cdf(symbol), self.cdf(symbol + 1)
-            low, high = cf < start, cf >= end
-            missed = low | high
-            if self.known is not None:
-                missed &= ~self.known
-            if not bool(missed.any()):
-                break
-            symbol = symbol - low.to(torch.int64) + high.to(torch.int64)
-        else:
-            symbol = symbol.masked_scatter(missed, self[missed]._bisect(cf[missed]))
-            start, end = self.cdf(symbol), self.cdf(symbol + 1)
+        a, b = self._inverse_cdf()
+        u = torch.addcmul(_constant("half", 0, cf.device), cf, _constant("inv_total", 0, cf.device))  # (cf + 1/2) / TOTAL
+        guess = torch.addcmul(b, torch.logit(u), a).clamp_(0, self.num_bins - 1).to(torch.int64)
+        edges = self.cdf(guess + _constant("window", self.num_bins, cf.device))
+        below = (edges <= cf).sum(0)  # the symbol is guess + _WINDOW[below - 1] if 0 < below < len(_WINDOW)
+        inside = below.clamp(1, len(_WINDOW) - 1)
+        start, end = edges.gather(0, inside + _constant("pair", self.num_bins, cf.device))
+        symbol = guess + (inside + (_WINDOW[0] - 1))
+        missed = inside != below
+        if self.known is not None:
+            missed &= ~self.known
+        if bool(missed.any()):
+            far = missed.nonzero()[:, 0]
+            found = self._radix_search(cf[far], self.slope[far], self.offset[far])
+            for value, exact in zip((symbol, start, end), found):
+                value[far] = exact
         if self.known is not None:
             symbol = symbol.masked_fill(self.known, 0)
             start = start.masked_fill(self.known, 0)
-            end = torch.where(self.known, TOTAL, end)
+            end = end.masked_fill(self.known, TOTAL)
         return symbol, start, end - start
 
     def search(self, cf: torch.Tensor) -> torch.Tensor:
         """The symbol ``k`` with ``cdf(k) <= cf < cdf(k + 1)`` (padding: 0)."""
         return self.locate(cf)[0]
 
-    def _bisect(self, cf: torch.Tensor) -> torch.Tensor:
-        """The symbol owning ``cf``, found bit by bit (ignores ``known``)."""
+    def _radix_search(
+        self, cf: torch.Tensor, slope: torch.Tensor, offset: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(symbol, cdf(symbol), cdf(symbol + 1)) for the given parameters, without a guess (ignores ``known``).
+
+        Settles :data:`_RADIX_BITS` bits per pass from the top, keeping
+        ``cdf(symbol) <= cf < cdf(symbol + 2**remaining)``.
+        """
         symbol = torch.zeros_like(cf)
-        for bit in reversed(range((self.num_bins - 1).bit_length())):
-            candidate = symbol | (1 << bit)
-            symbol = torch.where(self._cdf_interior(candidate) <= cf, candidate, symbol)
-        return symbol
+        remaining = (self.num_bins - 1).bit_length()
+        while remaining:
+            width = min(_RADIX_BITS, remaining)
+            remaining -= width
+            edges = self._cdf(symbol + (_constant("radix", self.num_bins, cf.device)[: (1 << width) + 1] << remaining), slope, offset)
+            digit = (edges <= cf).sum(0) - 1
+            symbol += digit << remaining
+        start, end = edges.gather(0, digit + _constant("pair", self.num_bins, cf.device) + 1)
+        return symbol, start, end
 
     def information(self, symbols: torch.Tensor) -> torch.Tensor:
         """Bits each symbol costs, ``-log2(freq / TOTAL)`` (float64, for analysis only)."""
         _, freq = self.ranges(symbols)
         return PRECISION - torch.log2(freq.to(torch.float64))
 
+
+class SharedLogistic:
+    """``count`` symbols under one and the same :class:`DiscretizedLogistic` (a top prior), tabulated.
+
+    Gives exactly that distribution's intervals, but a pop looks its symbol up
+    in the table of cdf(0 .. num_bins) instead of evaluating the CDF per lane.
+    """
+
+    def __init__(self, mean: int, log_scale: int, num_bins: int, count: int, device: torch.device | str = "cpu") -> None:
+        single = DiscretizedLogistic(torch.tensor([mean], device=device), torch.tensor([log_scale], device=device), num_bins)
+        self.table = single.cdf(torch.arange(num_bins + 1, device=device))
+        self.num_bins = num_bins
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: slice) -> "SharedLogistic":
+        part = object.__new__(SharedLogistic)
+        part.table, part.num_bins, part.count = self.table, self.num_bins, len(range(*index.indices(self.count)))
+        return part
+
+    def ranges(self, symbols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(start, frequency) of each symbol, flattened."""
+        start, end = self.table.take(symbols.reshape(-1) + (_constant("pair", self.num_bins, symbols.device) + 1))
+        return start, end - start
+
+    def locate(self, cf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(symbol, start, frequency) with ``cdf(symbol) <= cf < cdf(symbol + 1)``."""
+        symbol = torch.searchsorted(self.table, cf, right=True) - 1
+        start, end = self.table.take(symbol + (_constant("pair", self.num_bins, cf.device) + 1))
+        return symbol, start, end - start

@@ -77,25 +77,27 @@ def _inv_scale_table() -> tuple[int, ...]:
 
 _TABLES: dict[tuple[str, torch.device], torch.Tensor] = {}
 _TABLES_LOCK = threading.Lock()
-_SLOPE_BITS = 20
 
 
-def _packed_sigmoid_table() -> list[int]:
-    """Sigmoid table with a 0 prepended, entries packed as ``value << 20 | slope``.
+def _sigmoid_segments() -> list[tuple[int, int]]:
+    """The sigmoid as linear segments ``(slope, intercept << _KNOT_SHIFT)``, one per knot.
 
-    One gather then yields both the value at the left knot and the slope to the
-    next knot. The table runs from 0 at -16 - 1/64 to ``2**PRECISION`` at
-    16 + 1/64 (a final flat knot holds that value).
+    With ``u`` in segment ``i = u >> _KNOT_SHIFT`` the interpolated value
+    ``v[i] + ((slope * (u - i << _KNOT_SHIFT)) >> _KNOT_SHIFT)`` equals
+    ``(slope * u + intercept << _KNOT_SHIFT) >> _KNOT_SHIFT`` with
+    ``intercept = v[i] - slope * i``: one gather and one multiply-add. The knots
+    run from 0 at -16 - 1/64 to ``2**PRECISION`` at 16 + 1/64 (a final flat
+    segment holds that value).
     """
     values = (0,) + _sigmoid_table() + (1 << PRECISION, 1 << PRECISION)
-    return [(v << _SLOPE_BITS) | (w - v) for v, w in zip(values, values[1:])]
+    return [(w - v, (v - (w - v) * i) << _KNOT_SHIFT) for i, (v, w) in enumerate(zip(values, values[1:]))]
 
 
 def _table(name: str, device: torch.device) -> torch.Tensor:
     key = (name, torch.device(device))
     table = _TABLES.get(key)
     if table is None:
-        values = _packed_sigmoid_table() if name == "sigmoid" else _inv_scale_table()
+        values = _sigmoid_segments() if name == "sigmoid" else _inv_scale_table()
         table = torch.tensor(values, dtype=torch.int64, device=device)
         with _TABLES_LOCK:
             table = _TABLES.setdefault(key, table)
@@ -111,7 +113,8 @@ def inverse_scale(log_scale: torch.Tensor) -> torch.Tensor:
 _KNOT_SHIFT = T_FRAC - SIGMOID_STEP_BITS
 SIGMOID_LOW = -((SIGMOID_RANGE << SIGMOID_STEP_BITS) + 1) << _KNOT_SHIFT
 """The t below which :func:`sigmoid` is 0."""
-_SPAN = -2 * SIGMOID_LOW
+SIGMOID_SPAN = -2 * SIGMOID_LOW
+"""The t - SIGMOID_LOW above which :func:`sigmoid` is ``2**PRECISION``."""
 
 
 def sigmoid(t: torch.Tensor) -> torch.Tensor:
@@ -126,10 +129,9 @@ def sigmoid(t: torch.Tensor) -> torch.Tensor:
 
 def sigmoid_above_low(u: torch.Tensor) -> torch.Tensor:
     """:func:`sigmoid` of ``u + SIGMOID_LOW``: lets callers fold the offset into their own constants."""
-    u = u.clamp(0, _SPAN)
-    knot = _table("sigmoid", u.device)[u >> _KNOT_SHIFT]
-    frac = u & ((1 << _KNOT_SHIFT) - 1)
-    return (knot >> _SLOPE_BITS) + (((knot & ((1 << _SLOPE_BITS) - 1)) * frac) >> _KNOT_SHIFT)
+    u = u.clamp(0, SIGMOID_SPAN)
+    segment = _table("sigmoid", u.device).index_select(0, (u >> _KNOT_SHIFT).reshape(-1)).view(*u.shape, 2)
+    return torch.addcmul(segment[..., 1], segment[..., 0], u) >> _KNOT_SHIFT
 
 
 def requantize(acc: torch.Tensor, bias: torch.Tensor, multiplier: torch.Tensor, shift: int) -> torch.Tensor:
