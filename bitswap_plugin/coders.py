@@ -23,6 +23,7 @@ file, so the decoder never has to re-derive the encoder's policy.
 from __future__ import annotations
 
 import functools
+import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,9 +33,10 @@ import torch
 
 from .ans import AnsCoder
 from .container import MAX_GROUP, MAX_LANES
-from .distributions import DiscretizedLogistic
+from .distributions import DiscretizedLogistic, SharedLogistic
 from .errors import CorruptFileError
 from .integer_model import IntegerVAE, pixel_distributions
+from .model import top_prior_codes
 from .patches import PATCH, PatchGrid
 
 METHODS = ("bitswap", "bbans")
@@ -121,6 +123,8 @@ class _GroupCoder:
         config = model.config
         self.model = model
         self.padding = padding
+        self.known = padding if bool(padding.any()) else None
+        """The padding mask where there is padding (pixel distributions without one skip its selects)."""
         self.batch = batch
         self.levels = config.latent_layers
         self.latent_bins = config.latent_bins
@@ -132,19 +136,18 @@ class _GroupCoder:
         mean, log_scale = _batched(self.model.posterior, level, below, self.batch)
         return DiscretizedLogistic(mean, log_scale, self.latent_bins)
 
-    def _latent_prior(self, level: int, above: torch.Tensor | None) -> DiscretizedLogistic:
-        """p(z_level | z_{level+1}); the top prior of z_L when ``above`` is None."""
+    def _latent_prior(self, level: int, above: torch.Tensor | None) -> DiscretizedLogistic | SharedLogistic:
+        """p(z_level | z_{level+1}); the top prior of z_L (one distribution for all symbols) when ``above`` is None."""
         if above is None:
-            mean, log_scale = self.model.top_prior(self.latent_shape, self.padding.device)
-        else:
-            mean, log_scale = _batched(self.model.prior, level, above, self.batch)
-        return DiscretizedLogistic(mean, log_scale, self.latent_bins)
+            count = math.prod(self.latent_shape)
+            return SharedLogistic(*top_prior_codes(self.model.config), self.latent_bins, count, self.padding.device)
+        return DiscretizedLogistic(*_batched(self.model.prior, level, above, self.batch), self.latent_bins)
 
     def push_prior(self, coder: AnsCoder, level: int, z: list[torch.Tensor]) -> None:
         """Push ``z[level]`` under p(. | z[level + 1]) (the top prior at level L)."""
         if level == 0:
             codes = _batched(self.model.prior, 0, z[1], self.batch)
-            for channels, dist in reversed(list(pixel_distributions(codes, z[0], self.padding))):
+            for channels, dist in reversed(list(pixel_distributions(codes, z[0], self.known))):
                 coder.push(*dist.ranges(z[0][:, channels]))
         else:
             coder.push(*self._latent_prior(level, z[level + 1] if level < self.levels else None).ranges(z[level]))
@@ -155,7 +158,7 @@ class _GroupCoder:
             return coder.pop(self._latent_prior(level, above)).view(self.latent_shape)
         codes = _batched(self.model.prior, 0, above, self.batch)
         x = torch.zeros(self.pixel_shape, dtype=torch.int64, device=self.padding.device)
-        for channels, dist in pixel_distributions(codes, x, self.padding):
+        for channels, dist in pixel_distributions(codes, x, self.known):
             x[:, channels] = coder.pop(dist).view(x[:, channels].shape)
         return x
 
