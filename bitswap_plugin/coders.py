@@ -42,7 +42,7 @@ from .patches import PATCH, PatchGrid
 METHODS = ("bitswap", "bbans")
 FEED_MARGIN = 1.3
 """Patches differ: size a group for 30 % more pop bits per patch than seen so far."""
-NETWORK_BATCH = 64
+NETWORK_BATCH = 32
 """Patches per network call; any value gives identical results (integer network)."""
 
 

@@ -151,8 +151,14 @@ def _conv_reference(x: torch.Tensor, weight: torch.Tensor, padding: int) -> torc
 _FAST_CONV_OK: dict[tuple, bool] = {}
 
 
+def _fast_conv(x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
+    """float32 ``conv2d`` in channels-last layout (oneDNN's fastest direct kernels on CPU)."""
+    x = x.to(torch.float32, memory_format=torch.channels_last)
+    return F.conv2d(x, weight.to(torch.float32, memory_format=torch.channels_last), padding=padding)
+
+
 def _fast_conv_is_exact(device: torch.device, shape: tuple) -> bool:
-    """Probe once per layer shape whether float32 ``conv2d`` here sums exactly.
+    """Probe once per layer shape whether :func:`_fast_conv` here sums exactly.
 
     On CPU PyTorch runs float32 convolutions through oneDNN's direct algorithm,
     which only adds exact products, so results are exact while partial sums stay
@@ -167,24 +173,22 @@ def _fast_conv_is_exact(device: torch.device, shape: tuple) -> bool:
         gen = torch.Generator().manual_seed(1234)
         weight = torch.randint(-255, 256, (out_ch, in_ch, kh, kw), generator=gen).float()
         budget = (FLOAT32_EXACT_LIMIT - 1) // max(1, int(weight.abs().sum((1, 2, 3)).max()))
-        x = torch.randint(-budget, budget + 1, (2, in_ch, 9, 9), generator=gen).float()
-        fast = F.conv2d(x.to(device), weight.to(device), padding=kh // 2).cpu().double()
+        x = torch.randint(-budget, budget + 1, (2, in_ch, 16, 16), generator=gen).float()
+        fast = _fast_conv(x.to(device), weight.to(device), kh // 2).cpu().double()
         ok = bool(torch.equal(fast, _conv_reference(x, weight, kh // 2)))
         _FAST_CONV_OK[key] = ok
     return ok
 
 
 def exact_conv2d(x: torch.Tensor, weight: torch.Tensor, bound: int) -> torch.Tensor:
-    """Same-padded convolution of integer tensors, returned as exact int64.
+    """Same-padded convolution of integer-valued tensors, exact, as float32 (fast path) or float64.
 
     ``bound`` is a proven upper bound of ``sum(|w| * |x|)`` for every output, so
     float32 is used only when no partial sum can reach 2**24.
     """
     padding = weight.shape[-1] // 2
     if x.device.type == "cpu" and bound < FLOAT32_EXACT_LIMIT and _fast_conv_is_exact(x.device, tuple(weight.shape)):
-        out = F.conv2d(x.to(torch.float32), weight.to(torch.float32), padding=padding)
-    else:
-        if bound >= FLOAT64_EXACT_LIMIT:
-            raise OverflowError("convolution bound exceeds exact float64 range")
-        out = _conv_reference(x, weight, padding)
-    return out.to(torch.int64)
+        return _fast_conv(x, weight, padding)
+    if bound >= FLOAT64_EXACT_LIMIT:
+        raise OverflowError("convolution bound exceeds exact float64 range")
+    return _conv_reference(x, weight, padding)

@@ -15,6 +15,12 @@ channel (:func:`~bitswap_plugin.fixedpoint.requantize`). The parameters come
 from :meth:`IntegerVAE.from_float`, which uses the very functions the float
 model's quantized mode uses, so both produce the same codes.
 
+Tensors hold integers, but not necessarily as int64: where the bounds prove
+every value and every ``(acc + bias) * multiplier`` below 2**53, activations
+and the residual stream stay in float64 and a requantization is one
+multiply-add and a floor (all exact there), which is several times cheaper
+than int64 arithmetic; elsewhere it runs in int64.
+
 Files are safetensors (no pickle) with the :class:`~bitswap_plugin.model.ModelConfig`
 as JSON in the metadata.
 """
@@ -32,7 +38,7 @@ from safetensors.torch import save as safetensors_save
 
 from .distributions import TOTAL, DiscretizedLogistic
 from .errors import BitSwapError, CorruptFileError, UnsupportedFormatError
-from .fixedpoint import exact_conv2d, requantize
+from .fixedpoint import FLOAT64_EXACT_LIMIT, exact_conv2d, requantize
 from .model import (
     ACT_MAX,
     MAX_SHIFT,
@@ -66,9 +72,34 @@ class _Requant:
 
     def __init__(self, bias: torch.Tensor, multiplier: torch.Tensor, shift: int) -> None:
         self.bias, self.multiplier, self.shift = bias, multiplier, shift
+        self._float: tuple[torch.Tensor, torch.Tensor] | None = None
+        """(bias * scale, scale) with scale = multiplier / 2**shift, as float64 channel views, once proven exact."""
 
     def __call__(self, acc: torch.Tensor) -> torch.Tensor:
-        return requantize(acc, self.bias, self.multiplier, self.shift)
+        """The requantized integers: float64 on the proven path, else int64 (``acc`` holds integers of any dtype)."""
+        if self._float is not None:
+            bias, scale = self._float
+            y = acc.to(torch.float64, copy=True)
+            return torch.addcmul(bias, y, scale, out=y).floor_()
+        return requantize(acc.to(torch.int64), self.bias, self.multiplier, self.shift)
+
+    def _products(self, in_bound: int) -> list[int]:
+        return [(in_bound + abs(b)) * m for b, m in zip(self.bias.tolist(), self.multiplier.tolist())]
+
+    def out_bound(self, in_bound: int) -> int:
+        """Largest |output| for inputs with ``|acc| <= in_bound``."""
+        return (max(self._products(in_bound)) >> self.shift) + 1
+
+    def float64_is_exact(self, in_bound: int) -> bool:
+        """Whether inputs with ``|acc| <= in_bound`` keep ``|acc + bias| * multiplier`` below 2**53: then
+        ``acc``, ``bias * scale``, ``acc * scale`` and their sum are all exact in float64 (integers
+        below 2**53 times a power of two), and so is the floor."""
+        return in_bound < FLOAT64_EXACT_LIMIT and max(self._products(in_bound)) < FLOAT64_EXACT_LIMIT
+
+    def use_float64(self) -> None:
+        """Requantize in float64 from now on (only where :meth:`float64_is_exact` holds)."""
+        scale = self.multiplier.to(torch.float64) * 2.0**-self.shift
+        self._float = ((self.bias.to(torch.float64) * scale).view(1, -1, 1, 1), scale.view(1, -1, 1, 1))
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         return {
@@ -79,6 +110,8 @@ class _Requant:
 
     def to(self, device: torch.device | str) -> None:
         self.bias, self.multiplier = self.bias.to(device), self.multiplier.to(device)
+        if self._float is not None:
+            self._float = tuple(t.to(device) for t in self._float)
 
     @classmethod
     def from_float(cls, rq: Requant) -> _Requant:
@@ -105,7 +138,7 @@ class _Conv:
     """Integer same-padded convolution followed by requantization."""
 
     def __init__(self, weight: torch.Tensor, rq: _Requant, in_max: int) -> None:
-        self.weight = weight.to(torch.float32)  # small integers, exact in float32
+        self.weight = weight.to(torch.float32, memory_format=torch.channels_last)  # small integers, exact in float32
         self.rq = rq
         self.in_max = in_max
         self.bound = int(weight.abs().sum((1, 2, 3)).max()) * in_max
@@ -151,14 +184,24 @@ class _IntNet:
 
     def __init__(self, spec: NetSpec, conv_in: _Conv, blocks: list[_Block], act_head: _Requant, head: _Conv) -> None:
         self.spec, self.conv_in, self.blocks, self.act_head, self.head = spec, conv_in, blocks, act_head, head
+        writers = [conv_in] + [block.conv2 for block in blocks]
+        residual_bound = sum(conv.rq.out_bound(conv.bound) for conv in writers)
+        proven = [(conv.rq, conv.bound) for conv in [block.conv1 for block in blocks] + [head]]
+        proven += [(act, residual_bound) for act in [block.act_in for block in blocks] + [act_head]]
+        if residual_bound < FLOAT64_EXACT_LIMIT and all(conv.rq.float64_is_exact(conv.bound) for conv in writers):
+            proven += [(conv.rq, conv.bound) for conv in writers]  # all or none: the residual stream has one dtype
+        for rq, bound in proven:
+            if rq.float64_is_exact(bound):
+                rq.use_float64()
 
     def __call__(self, inp: torch.Tensor) -> tuple[torch.Tensor, ...]:
         h = self.conv_in(inp)
         for block in self.blocks:
-            a = block.act_in(h).clamp(0, ACT_MAX)
-            a = block.conv1(a).clamp(0, ACT_MAX)
-            h = h + block.conv2(a)
-        return split_head(self.head(self.act_head(h).clamp(0, ACT_MAX)), self.spec)
+            a = block.act_in(h).clamp_(0, ACT_MAX)
+            a = block.conv1(a).clamp_(0, ACT_MAX)
+            h += block.conv2(a)
+        codes = self.head(self.act_head(h).clamp_(0, ACT_MAX))
+        return split_head(codes.to(torch.int64, memory_format=torch.contiguous_format), self.spec)
 
     def parts(self, prefix: str) -> Iterator[tuple[str, _Conv | _Requant]]:
         yield f"{prefix}.conv_in", self.conv_in
