@@ -34,7 +34,7 @@ from bitswap_plugin.errors import BitSwapError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fuzz import ROOT, seed_files  # noqa: E402 - the sibling script
 
-FILES = ("deep-l-32x64-bitswap", "deep-rgb-40x24-bbans", "deep-rgba-16x24-bitswap", "la-20x30-bbans", "stack-2x20x16-bitswap")
+FILES = ("deep-l-32x64-bitswap", "deep-rgb-40x24-bbans", "deep-rgba-16x24-bitswap", "la-20x30-bitswap", "stack-2x20x16-bbans")
 OUTCOMES = ("error", "exact", "wrong", "crash")
 SAVED = ROOT / "benchmarks" / "fuzz-out" / "corruption"
 

@@ -139,36 +139,38 @@ def check(data: bytes) -> str:
 # -- seed files --------------------------------------------------------------
 
 
+@functools.cache
 def seed_files(deep: bool = True) -> dict[str, bytes]:
     """Real ``.bsw`` files of tiny images cut from the bundled sample: name -> bytes.
 
-    With ``deep``, also files named ``deep-...``, coded through the network (one seed
-    patch, one coded patch); ``compress`` stores images this small all-deflated, so for
-    those its all-deflate option is switched off while they are written.
+    Those ``compress`` stores all-deflated (the method is only a header byte there),
+    and with ``deep`` files named ``deep-...``, coded through the network: a seed patch
+    and one coded patch, the fewest a network decode can have; for those the
+    all-deflate option of ``compress`` is switched off while they are written.
     """
     with Image.open(SAMPLE) as image:
         rgb = np.asarray(image.convert("RGB"))
     gray = np.asarray(Image.fromarray(rgb).convert("L"))
     rgba = np.dstack([rgb, 255 - gray // 3])
-    images = {
-        "l-8x8": (gray[100:108, 100:108], "tiny-gray"),
-        "la-20x30": (rgba[50:70, 60:90, 2:], "tiny-gray"),
-        "rgb-17x40": (rgb[200:217, 150:190], "tiny-rgb"),
-        "rgba-33x33": (rgba[:33, :33], "tiny-rgb"),
-        "stack-2x20x16": (rgb[:40, 100:116].reshape(2, 20, 16, 3), "tiny-rgb"),
+    stored = {  # name: (pixels, model, method)
+        "l-8x8-bbans": (gray[100:108, 100:108], "tiny-gray", "bbans"),
+        "la-20x30-bitswap": (rgba[50:70, 60:90, 2:], "tiny-gray", "bitswap"),
+        "rgb-17x40-bbans": (rgb[200:217, 150:190], "tiny-rgb", "bbans"),
+        "rgba-33x33-bitswap": (rgba[:33, :33], "tiny-rgb", "bitswap"),
+        "stack-2x20x16-bbans": (rgb[:40, 100:116].reshape(2, 20, 16, 3), "tiny-rgb", "bbans"),
     }
-    network = {  # two patches each: a seed patch and one coded patch (the fewest a network decode can have)
-        "deep-l-32x64": (gray[100:132, 100:164], "tiny-gray"),
-        "deep-rgb-40x24": (rgb[100:140, 100:124], "tiny-rgb"),
-        "deep-rgba-16x24": (rgba[200:216, 200:224], "tiny-rgb"),
+    coded = {
+        "deep-l-32x64-bitswap": (gray[100:132, 100:164], "tiny-gray", "bitswap"),
+        "deep-l-32x64-bbans": (gray[100:132, 100:164], "tiny-gray", "bbans"),
+        "deep-rgb-40x24-bbans": (rgb[100:140, 100:124], "tiny-rgb", "bbans"),
+        "deep-rgba-16x24-bitswap": (rgba[200:216, 200:224], "tiny-rgb", "bitswap"),
     }
     files = {}
-    for group, small in ((images, 1 << 30), (network if deep else {}, 0)):
+    for group, small in ((stored, 1 << 30), (coded if deep else {}, 0)):
         saved, api._SMALL_IMAGE_PATCHES = api._SMALL_IMAGE_PATCHES, small
         try:
-            for name, (array, model) in group.items():
-                for method in ("bitswap", "bbans"):
-                    files[f"{name}-{method}"] = bsw.compress(array, model=model, method=method)
+            for name, (array, model, method) in group.items():
+                files[name] = bsw.compress(array, model=model, method=method)
         finally:
             api._SMALL_IMAGE_PATCHES = saved
     return files

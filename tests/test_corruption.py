@@ -23,7 +23,7 @@ def files() -> dict[str, bytes]:
     return {name: seeds[name] for name in corruption_sweep.FILES}
 
 
-@pytest.mark.parametrize("name, flips", [("la-20x30-bbans", 400), ("stack-2x20x16-bitswap", 400), ("deep-rgb-40x24-bbans", 6)])
+@pytest.mark.parametrize("name, flips", [("la-20x30-bitswap", 400), ("stack-2x20x16-bbans", 400), ("deep-rgb-40x24-bbans", 3)])
 def test_sweep(files, name, flips):
     data = files[name]
     counts = corruption_sweep.sweep(data, flips, random.Random(name))
@@ -34,7 +34,7 @@ def test_sweep(files, name, flips):
 @settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_any_flip_of_a_deflated_file(files, data):
-    name = data.draw(st.sampled_from(["la-20x30-bbans", "stack-2x20x16-bitswap"]))
+    name = data.draw(st.sampled_from(["la-20x30-bitswap", "stack-2x20x16-bbans"]))
     original = files[name]
     bit = data.draw(st.integers(0, 8 * len(original) - 1))
     damaged = bytearray(original)

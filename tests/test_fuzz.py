@@ -44,7 +44,7 @@ def test_seeds_cover_modes_methods_and_both_storages(seeds):
 
 def test_seeds_decode_alike_everywhere(seeds):
     for name, data in seeds.items():
-        if not name.startswith("deep-") or name == "deep-rgb-40x24-bitswap":
+        if not name.startswith("deep-") or name == "deep-rgb-40x24-bbans":
             assert fuzz.check(data) == "decoded", name
 
 
@@ -69,15 +69,15 @@ def test_mutations_reach_every_stage(seeds, shallow):
 def test_network_coded_mutations(seeds):
     rng = random.Random(3)
     deep = [data for name, data in seeds.items() if name.startswith("deep-")]
-    for _ in range(4):
+    for _ in range(2):
         fuzz.check(fuzz.mutate(rng.choice(deep), list(seeds.values()), rng))
 
 
 def test_watchdog_saves_slow_inputs(seeds, tmp_path):
     """With a 50 ms limit, inputs decoded through the network are hangs: each is saved, its worker replaced."""
-    fuzzer = fuzz.Fuzzer(seeds, tmp_path, workers=1, chance=0.1, seed=1, timeout=0.05, rss_limit=4096)
-    report = fuzzer.run(inputs=100, seconds=300)
-    assert report["inputs"] >= 100 and set(report["failures"]) == {"hang"}, report
+    fuzzer = fuzz.Fuzzer(seeds, tmp_path, workers=1, chance=0.5, seed=1, timeout=0.05, rss_limit=4096)
+    report = fuzzer.run(inputs=40, seconds=300)
+    assert report["inputs"] >= 40 and set(report["failures"]) == {"hang"}, report
     assert len(list(tmp_path.glob("hang-*.txt"))) == report["failures"]["hang"]
     assert "more than 0.05 s" in next(tmp_path.glob("hang-*.txt")).read_text()
     fuzz.check(next(tmp_path.glob("hang-*.bsw")).read_bytes())  # slow, not wrong
@@ -85,9 +85,9 @@ def test_watchdog_saves_slow_inputs(seeds, tmp_path):
 
 def test_atheris_engine(tmp_path):
     pytest.importorskip("atheris")
-    command = [sys.executable, str(BENCHMARKS / "fuzz.py"), "--engine", "atheris", "--deep", "0", "--inputs", "300"]
+    command = [sys.executable, str(BENCHMARKS / "fuzz.py"), "--engine", "atheris", "--deep", "0", "--inputs", "100"]
     done = subprocess.run([*command, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and "Done 300 runs" in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 0 and "Done 100 runs" in done.stderr, done.stderr[-2000:]
 
 
 @PROPERTY
