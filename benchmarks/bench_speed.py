@@ -177,7 +177,7 @@ def _meta(args: argparse.Namespace) -> dict:
     uncommitted = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "bitswap_plugin"], cwd=ROOT,
                                  capture_output=True, text=True, check=False).stdout.splitlines()
     return {**run_metadata(), "time": time.strftime("%H:%M"), "cores": os.cpu_count(), "threads": args.threads,
-            "load_average": os.getloadavg(), "uncommitted": uncommitted, "model": args.model or zoo.DEFAULT_MODELS[3]}
+            "load_average": os.getloadavg(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "uncommitted": uncommitted, "model": args.model or zoo.DEFAULT_MODELS[3]}
 
 
 def main() -> None:
