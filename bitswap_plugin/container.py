@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from .errors import CorruptFileError, UnsupportedFormatError
 
 MAGIC = b"\x89BSW\r\n\x1a\n"
-VERSION = 1
+VERSION = 2
+"""The version this writer writes. Version 2 spreads the posterior's pushes and pops (see :mod:`.ans`)."""
+READABLE_VERSIONS = (1, 2)
 MODES = ("L", "LA", "RGB", "RGBA")
 METHODS = ("bitswap", "bbans")
 _FIXED = struct.Struct("<8sBBBBBIIII")  # magic, version, mode, method, patch, flags, height, width, frames, pixel crc
@@ -23,10 +25,12 @@ _FLAG_STACK = 1
 _MAX_VARINT_BYTES = 10
 PATCH = 32
 """Side of the square patches the planes are cut into."""
-MAX_GROUP = 256
-"""Most patches in one group: a format limit (bounds a decoder's memory per group)."""
-MAX_LANES = 4096
-"""Most ANS lanes a stream may have."""
+MAX_GROUP = 1024
+"""Most patches in one group: a format limit (bounds a decoder's memory per group; 256 in version 1)."""
+MAX_LANES = 1 << 16
+"""Most ANS lanes a stream may have (4096 in version 1)."""
+_LIMITS = {1: (256, 4096), 2: (MAX_GROUP, MAX_LANES)}
+"""(most patches per group, most lanes) by format version."""
 DEFLATE_MAX_RATIO = 1032
 """Deflate writes at most 258 bytes per 2 bits (a length and a distance code): a seed of
 ``n`` bytes inflates to at most ``1032 n`` bytes."""
@@ -57,6 +61,8 @@ class Header:
     head_length: int = 0
     tail_length: int = 0
     patch_size: int = PATCH
+    version: int = VERSION
+    """Format version: 1 codes the posterior unspread, 2 spread."""
 
 
 def _varint(value: int) -> bytes:
@@ -99,7 +105,7 @@ def pack(header: Header, head_bytes: bytes, tail_bytes: bytes) -> bytes:
     body = bytearray(
         _FIXED.pack(
             MAGIC,
-            VERSION,
+            header.version,
             MODES.index(header.mode),
             METHODS.index(header.method),
             header.patch_size,
@@ -162,9 +168,10 @@ def _check_structure(header: Header) -> None:
     sizes, lanes = header.group_sizes, header.lanes_added
     if not 1 <= header.seed_patches <= total or header.seed_patches + sum(sizes) != total:
         raise CorruptFileError("corrupt .bsw file: seed and groups do not cover the image")
-    if any(not 1 <= size <= MAX_GROUP for size in sizes):
-        raise CorruptFileError(f"corrupt .bsw file: a group is not 1 to {MAX_GROUP} patches")
-    if header.num_lanes != sum(lanes) or header.num_lanes > MAX_LANES or (lanes and not lanes[0]):
+    max_group, max_lanes = _LIMITS[header.version]
+    if any(not 1 <= size <= max_group for size in sizes):
+        raise CorruptFileError(f"corrupt .bsw file: a group is not 1 to {max_group} patches")
+    if header.num_lanes != sum(lanes) or header.num_lanes > max_lanes or (lanes and not lanes[0]):
         raise CorruptFileError("corrupt .bsw file: implausible lane counts")
     if seed_subpixels(header) > DEFLATE_MAX_RATIO * header.seed_length:
         raise CorruptFileError("corrupt .bsw file: the seed is too short for its pixels")
@@ -182,8 +189,9 @@ def read_header(data: bytes) -> tuple[Header, int]:
     if len(data) < _FIXED.size:
         raise CorruptFileError("corrupt .bsw file: header is truncated")
     _, version, mode, method, patch, flags, height, width, frames, crc = _FIXED.unpack_from(data)
-    if version != VERSION:
-        raise UnsupportedFormatError(f".bsw format version {version} is not supported (this reader knows version {VERSION})")
+    if version not in READABLE_VERSIONS:
+        known = ", ".join(map(str, READABLE_VERSIONS))
+        raise UnsupportedFormatError(f".bsw format version {version} is not supported (this reader knows versions {known})")
     reader = _Reader(data, _FIXED.size)
     models = []
     for _ in range(reader.take(1)[0]):
@@ -228,6 +236,7 @@ def read_header(data: bytes) -> tuple[Header, int]:
         head_length=head_length,
         tail_length=tail_length,
         patch_size=patch,
+        version=version,
     )
     _check_structure(header)
     return header, reader.offset

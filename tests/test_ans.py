@@ -82,12 +82,12 @@ def state(coder: AnsCoder) -> tuple[list[int], list[int]]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(shape=shapes(), num_bins=BINS, spread=SPREADS, known_rate=KNOWN, seed=SEEDS, tail_words=st.integers(0, 64))
-@example(shape=(1, MAX_STEPS), num_bins=2, spread="uniform", known_rate=None, seed=0, tail_words=0)
-@example(shape=(300, 5000), num_bins=1024, spread="extreme", known_rate=0.3, seed=1, tail_words=3)
-@example(shape=(7, 100), num_bins=256, spread="uniform", known_rate=None, seed=2, tail_words=0)
+@given(shape=shapes(), num_bins=BINS, spread=SPREADS, known_rate=KNOWN, seed=SEEDS, tail_words=st.integers(0, 64), spread_coding=st.booleans())
+@example(shape=(1, MAX_STEPS), num_bins=2, spread="uniform", known_rate=None, seed=0, tail_words=0, spread_coding=False)
+@example(shape=(300, 5000), num_bins=1024, spread="extreme", known_rate=0.3, seed=1, tail_words=3, spread_coding=True)
+@example(shape=(7, 100), num_bins=256, spread="uniform", known_rate=None, seed=2, tail_words=0, spread_coding=True)
 def test_pop_after_push_restores_message(
-    shape: tuple[int, int], num_bins: int, spread: str, known_rate: float | None, seed: int, tail_words: int
+    shape: tuple[int, int], num_bins: int, spread: str, known_rate: float | None, seed: int, tail_words: int, spread_coding: bool
 ) -> None:
     gen = torch.Generator().manual_seed(seed)
     lanes, count = shape
@@ -95,8 +95,8 @@ def test_pop_after_push_restores_message(
     before = state(coder)
     model = random_model(gen, count, num_bins, spread, known_rate)
     symbols = random_symbols(gen, model)
-    coder.push(*model.ranges(symbols))
-    assert coder.pop(model).tolist() == decoded(model, symbols)
+    coder.push(*model.ranges(symbols), spread_coding)
+    assert coder.pop(model, spread_coding).tolist() == decoded(model, symbols)
     assert state(coder) == before
     assert coder.phantom_words == 0
 
@@ -114,21 +114,42 @@ def test_known_symbols_cost_nothing(shape: tuple[int, int], seed: int) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(shape=shapes(), num_bins=BINS, spread=SPREADS, known_rate=KNOWN, seed=SEEDS, spare_words=st.integers(0, 100))
+@given(shape=shapes(), num_bins=BINS, spread=SPREADS, known_rate=KNOWN, seed=SEEDS, spare_words=st.integers(0, 100),
+       spread_coding=st.booleans())
 def test_push_after_pop_restores_bits(
-    shape: tuple[int, int], num_bins: int, spread: str, known_rate: float | None, seed: int, spare_words: int
+    shape: tuple[int, int], num_bins: int, spread: str, known_rate: float | None, seed: int, spare_words: int, spread_coding: bool
 ) -> None:
     gen = torch.Generator().manual_seed(seed)
     lanes, count = shape
     coder = random_coder(gen, lanes, count + spare_words)  # a pop reads at most one word per symbol
     before = state(coder)
     model = random_model(gen, count, num_bins, spread, known_rate)
-    symbols = coder.pop(model)
+    symbols = coder.pop(model, spread_coding)
     assert ((symbols >= 0) & (symbols < num_bins)).all()
     assert symbols.tolist() == decoded(model, symbols)
-    coder.push(*model.ranges(symbols))
+    coder.push(*model.ranges(symbols), spread_coding)
     assert state(coder) == before
     assert coder.phantom_words == 0
+
+
+@pytest.mark.parametrize("spread_coding", [False, True])
+def test_a_pop_right_after_a_push_samples_its_distribution_only_when_spread(spread_coding: bool) -> None:
+    """Bits-back drift: each lane pushes one data symbol, then pops one latent from a wide
+    distribution. Unspread, the popped latents are confined by the pushed symbol's interval;
+    spread, they follow the latent distribution."""
+    lanes, bins = 8192, 1024
+    gen = torch.Generator().manual_seed(7)
+    coder = random_coder(gen, lanes, 0)
+    data = DiscretizedLogistic(torch.full((lanes,), 40 << MEAN_FRAC), torch.full((lanes,), 64), 256)  # scale e ~ 2.7 bins
+    coder.push(*data.ranges(torch.full((lanes,), 40)), False)  # the most likely symbol: ~9 % of the range
+    latent = DiscretizedLogistic(torch.full((lanes,), 512 << MEAN_FRAC), torch.full((lanes,), 5 << 6), bins)  # scale e**5 ~ 148
+    popped = coder.pop(latent, spread_coding).double()
+    below_median = float((popped < 512).double().mean())
+    spread_of_samples = float(popped.std())
+    if spread_coding:
+        assert abs(below_median - 0.5) < 0.03 and 230 < spread_of_samples < 310  # logistic: std = scale * pi / sqrt(3) ~ 269
+    else:
+        assert spread_of_samples < 100  # measured: ~16, all within the pushed symbol's ~9 % of the range
 
 
 def pristine_lanes(coder: AnsCoder) -> int:

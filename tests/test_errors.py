@@ -106,8 +106,8 @@ def test_wrong_magic_and_foreign_files(encoded):
 
 def test_unknown_version(encoded):
     _, data = encoded
-    with pytest.raises(UnsupportedFormatError, match="version 2"):
-        bsw.decompress(data[:8] + b"\x02" + data[9:])
+    with pytest.raises(UnsupportedFormatError, match="version 3 is not supported"):
+        bsw.decompress(data[:8] + b"\x03" + data[9:])
 
 
 def test_header_corruption_is_caught_by_its_checksum(encoded):
@@ -165,3 +165,19 @@ def test_read_info_rejects_garbage():
         bsw.read_info(b"\x89BSW\r\n\x1a\n" + struct.pack("<B", 1) + bytes(3))
     with pytest.raises(CorruptFileError):
         bsw.read_info(zlib.compress(b"hello"))
+
+
+@pytest.mark.parametrize("version, accepted", [(1, False), (2, True)])
+def test_group_and_lane_limits_follow_the_format_version(version: int, accepted: bool) -> None:
+    """Version 1 streams never had groups over 256 patches or over 4096 lanes; version 2 may."""
+    header = container.Header(
+        height=640, width=640, mode="L", method="bitswap", pixel_crc=0, frames=1, stack=False,
+        models=[("bitswap-gray", "00" * 32)], plane_models=[0], seed_patches=1, seed_length=10_000,
+        group_sizes=[1, 300, 98], lanes_added=[5000, 0, 0], num_lanes=5000, version=version,
+    )
+    data = container.pack(header, b"", b"")
+    if accepted:
+        assert container.read_header(data)[0].group_sizes == [1, 300, 98]
+    else:
+        with pytest.raises(CorruptFileError, match="not 1 to 256 patches"):
+            container.read_header(data)
