@@ -13,7 +13,7 @@
   ``posterior`` and ``prior`` (consecutive calls of one network at one level are
   the batches of one pass), and the header's group count, against the number of
   patches, for square images of ``--sizes``.
-* ``rss``: peak resident memory (``ru_maxrss``) of a fresh process compressing,
+* ``rss``: peak resident memory (``VmHWM``) of a fresh process compressing,
   and of another decompressing, ``--rss-sizes`` squared RGB images.
 
 Test images are real photos: mosaics of the Kodak images (benchmark-only data). Each section is stored under its own key in
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -130,22 +129,28 @@ def passes(photos: list[Path], sizes: list[int], model: str | None) -> Iterator[
                "decode_calls": decode["calls"], "encode_s": encode_s, "log2_patches": float(np.log2(patches))}
 
 
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes: Linux's VmHWM, which, unlike ``ru_maxrss``,
+    does not inherit the parent's peak across fork and exec."""
+    status = Path("/proc/self/status").read_text()
+    return 1024 * int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+
 def _rss_worker(args: argparse.Namespace) -> None:
-    """In a fresh process: code once and print the peak RSS before and after (``ru_maxrss``, KiB on Linux)."""
+    """In a fresh process: code once and print the peak RSS before and after."""
     torch.set_num_threads(args.threads)
     name = args.model or zoo.DEFAULT_MODELS[3]
     zoo.load_model(name)
     if args.rss_worker == "compress":
         image = mosaic(sorted(KODAK.glob("*.png")), args.rss_size)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        before = _peak_rss()
         data, seconds = _timed(bsw.compress, image, model=args.model)
         args.data.write_bytes(data)
     else:
         data = args.data.read_bytes()
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        before = _peak_rss()
         _, seconds = _timed(bsw.decompress, data)  # checks the pixels against the stored checksum
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_before_bytes": before * 1024, "peak_bytes": peak * 1024, "seconds": seconds}))
+    print(json.dumps({"peak_before_bytes": before, "peak_bytes": _peak_rss(), "seconds": seconds}))
 
 
 def rss(side: int, model: str | None, threads: int) -> dict:
