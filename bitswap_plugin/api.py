@@ -16,7 +16,7 @@ import torch
 
 from . import container, zoo
 from .ans import AnsCoder
-from .coders import METHODS, NETWORK_BATCH, Plane, decode_planes, encode_planes, schedule
+from .coders import METHODS, Plane, decode_planes, encode_planes, schedule
 from .errors import CorruptFileError, DeviceError, ImageTooLargeError, InvalidImageError
 from .integer_model import IntegerVAE
 
@@ -240,15 +240,15 @@ def decompress(
     device: torch.device | str | None = None,
     progress: Progress | None = None,
     max_pixels: int | None = None,
-    batch_size: int = NETWORK_BATCH,
+    batch_size: int | None = None,
 ) -> np.ndarray:
     """Decode ``.bsw`` bytes to a uint8 array: (H, W) for L, (H, W, C), or (N, H, W, C) for a stack.
 
     Raises :class:`~bitswap_plugin.errors.BitSwapError` subclasses for damaged,
     truncated or foreign input, for missing models, and when the decoded pixels
     do not match the stored checksum. ``device`` (:func:`resolve_device`) and
-    ``batch_size`` (patches per network call) change where and how the work
-    runs, never the result.
+    ``batch_size`` (patches per network call; default 32 on CPU, 512 on CUDA)
+    change where and how the work runs, never the result.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CorruptFileError(f"expected .bsw bytes, got {type(data).__name__}")
