@@ -208,17 +208,23 @@ def plot(summaries: Sequence[Summary], folder: Path, title: str) -> list[Path]:
         ax.text(s.bits_per_subpixel, y, f" {s.bits_per_subpixel:.3f}", va="center", fontsize=8)
     ax.set_xlabel("bits per subpixel (lower is better)")
     ax.set_title(title)
-    rates = _save(plt, fig, folder / "rates.png")
+    rates_plot = _save(plt, fig, folder / "rates.png")
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    rates = [s.bits_per_subpixel for s in ordered]
+    close = 0.02 * (max(rates) - min(rates))
+    above = None  # the rate of the last label placed above its point
     for s, c in zip(ordered, colour):
         ax.scatter(s.median_encode_s, s.bits_per_subpixel, color=c)
-        ax.annotate(s.name, (s.median_encode_s, s.bits_per_subpixel), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        below = above is not None and above - s.bits_per_subpixel < close  # near-equal rates: stagger the labels
+        ax.annotate(s.name, (s.median_encode_s, s.bits_per_subpixel), fontsize=7, xytext=(3, -9 if below else 3),
+                    textcoords="offset points")
+        above = None if below else s.bits_per_subpixel
     ax.set_xscale("log")
     ax.set_xlabel("median encode seconds per image (log)")
     ax.set_ylabel("bits per subpixel")
     ax.set_title(title)
-    return [rates, _save(plt, fig, folder / "rate-vs-time.png")]
+    return [rates_plot, _save(plt, fig, folder / "rate-vs-time.png")]
 
 
 def line_plot(path: Path, x: Sequence[float], series: dict[str, Sequence[float]], *, xlabel: str, ylabel: str,
