@@ -35,20 +35,20 @@ def small_file() -> bytes:
         return bsw.compress(np.asarray(image.convert("RGB"))[100:124, 100:120], model="tiny-rgb")
 
 
-def claim(data: bytes, height: int, width: int, frames: int = 1, groups: int = 0) -> bytes:
+def claim(data: bytes, height: int, width: int, frames: int = 1, groups: int = 0, group_size: int = 256) -> bytes:
     """``data``'s payload under a header claiming ``frames`` images of ``height x width``.
 
     The header is structurally sound: its seed (a seed patch and ``groups`` groups of
-    256 patches when there are groups) covers every patch, and is long enough to
+    ``group_size`` patches when there are groups) covers every patch, and is long enough to
     inflate to its pixels; only the size limits and the payload can refuse it.
     """
     header, _, tail = container.unpack(data)
     header.height, header.width, header.frames, header.stack = height, width, frames, frames > 1
     total = container.planes_of(header.mode) * frames * -(-height // 32) * -(-width // 32)
-    header.group_sizes = [256] * groups
+    header.group_sizes = [group_size] * groups
     header.lanes_added = [1] + [0] * (groups - 1) if groups else []
     header.num_lanes = 1 if groups else 0
-    header.seed_patches = total - 256 * groups
+    header.seed_patches = total - group_size * groups
     header.seed_length = -(-container.seed_subpixels(header) // container.DEFLATE_MAX_RATIO)
     return container.pack(header, bytes(5) if groups else b"", tail)
 
@@ -57,6 +57,7 @@ CASES = {
     "100000x100000": (100_000, 100_000, 1, 0),
     "16384x16384, seed only": (16384, 16384, 1, 0),
     "16384x16384, 1023 groups": (16384, 16384, 1, 1023),
+    "16384x16384, 255 groups of the largest size": (16384, 16384, 1, 255, container.MAX_GROUP),
     "2**28 frames of 1x1": (1, 1, 1 << 28, 0),
 }
 READERS = {
@@ -119,6 +120,12 @@ EXPECTED = {
         "Pillow, no limit": "OSError: cannot decode image: corrupt .bsw file: the seed is longer",
     },
     "16384x16384, 1023 groups": {
+        "decompress": "CorruptFileError: corrupt stream: decoding reads past the bottom of the ANS tail",
+        "numcodecs": "CorruptFileError: corrupt stream: decoding reads past the bottom of the ANS tail",
+        "Pillow": "DecompressionBombError",
+        "Pillow, no limit": "OSError: cannot decode image: corrupt stream: decoding reads past the bottom",
+    },
+    "16384x16384, 255 groups of the largest size": {
         "decompress": "CorruptFileError: corrupt stream: decoding reads past the bottom of the ANS tail",
         "numcodecs": "CorruptFileError: corrupt stream: decoding reads past the bottom of the ANS tail",
         "Pillow": "DecompressionBombError",
