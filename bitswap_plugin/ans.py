@@ -136,13 +136,11 @@ class AnsCoder:
 
     # -- coding ---------------------------------------------------------
 
-    def _steps(self, count: int) -> list[tuple[int, int]]:
-        lanes = self.num_lanes
-        if count == 0:
-            return []
-        if lanes == 0:
+    def _steps(self, count: int) -> range:
+        """The first symbol of each step (a lazy range: a stream may claim millions of steps)."""
+        if count and not self.num_lanes:
             raise ValueError("the coder has no lanes; call grow() first")
-        return [(lo, min(lo + lanes, count)) for lo in range(0, count, lanes)]
+        return range(0, count, self.num_lanes or 1)
 
     def push(self, starts: torch.Tensor, freqs: torch.Tensor, spread: bool = False) -> None:
         """Encode symbols given by their (start, frequency) intervals, flattened.
@@ -157,7 +155,9 @@ class AnsCoder:
         mask = (1 << prec) - 1
         at_least = ((freqs - 1) << (63 - prec)) | ((1 << (63 - prec)) - 1)  # head > this: emit (no overflow at freq = 2**prec)
         complement = (1 << prec) - freqs
-        for lo, hi in self._steps(starts.numel()):
+        count, lanes = starts.numel(), self.num_lanes
+        for lo in self._steps(count):
+            hi = min(lo + lanes, count)
             head = self.heads[: hi - lo]
             emit = head > at_least[lo:hi]
             self.push_words(head.masked_select(emit) & WORD_MASK)
@@ -179,7 +179,9 @@ class AnsCoder:
         mask = (1 << prec) - 1
         count = len(model)
         symbols = torch.empty(count, dtype=torch.int64, device=self.device)
-        for lo, hi in reversed(self._steps(count)):
+        lanes = self.num_lanes
+        for lo in reversed(self._steps(count)):
+            hi = min(lo + lanes, count)
             head = self.heads[: hi - lo]
             cf = (head & mask).mul_(self._spread).bitwise_and_(mask) if spread else head & mask
             symbols[lo:hi], start, freq = model[lo:hi].locate(cf)
