@@ -269,7 +269,7 @@ def decompress(
     groups = schedule(planes, header.seed_patches, header.group_sizes, header.lanes_added)
     coder = AnsCoder.from_bytes(header.num_lanes, head, tail, device, bottomless=False)
     decode_planes(coder, planes, groups, header.seed_patches, header.seed_length, header.method,
-                  header.version >= 2, batch_size, progress)
+                  header.spread_posterior, batch_size, progress)
     result = stack.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     if zlib.crc32(result) != header.pixel_crc:
         raise CorruptFileError("corrupt .bsw file: decoded pixels fail the checksum")

@@ -64,6 +64,11 @@ class Header:
     version: int = VERSION
     """Format version: 1 codes the posterior unspread, 2 spread."""
 
+    @property
+    def spread_posterior(self) -> bool:
+        """Whether the posterior's pushes and pops are spread (version 2 on; see :mod:`.ans`)."""
+        return self.version >= 2
+
 
 def _varint(value: int) -> bytes:
     out = bytearray()

@@ -19,7 +19,14 @@ from __future__ import annotations
 
 import torch
 
-from .fixedpoint import MEAN_FRAC, PRECISION, SIGMOID_LOW, SIGMOID_SPAN, T_FRAC, inverse_scale, sigmoid_above_low
+from .fixedpoint import (
+    MEAN_FRAC,
+    PRECISION,
+    SIGMOID_LOW,
+    T_FRAC,
+    inverse_scale,
+    sigmoid_above_low,
+)
 
 TOTAL = 1 << PRECISION
 _WINDOW = (-1, 0, 1, 2)
