@@ -12,7 +12,6 @@ benchmarks/results/kodak-<method>[-gray].json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import time
@@ -23,9 +22,9 @@ import torch
 from PIL import Image
 
 import bitswap_plugin as bsw
-from bitswap_plugin import container, zoo
-from bitswap_plugin.bench.experiments import image_patches, neg_elbo_bits
-from bitswap_plugin.bench.measure import run_metadata
+from bitswap_plugin import api, container, zoo
+from bitswap_plugin.bench.codecs import classical_codecs, select
+from bitswap_plugin.bench.measure import measure, run_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 LANE_OVERHEAD_BITS = 6
@@ -39,22 +38,8 @@ def _timed(fn, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-def _baselines(array: np.ndarray) -> dict[str, tuple[int, float]]:
-    """(bytes, encode seconds) of PNG, WebP lossless and JPEG-XL e7 for the same pixels."""
-    out = {}
-    for name, options in (("png", {"format": "PNG", "optimize": True}),
-                          ("webp", {"format": "WEBP", "lossless": True, "quality": 100, "method": 6})):
-        buffer = io.BytesIO()
-        _, seconds = _timed(Image.fromarray(array).save, buffer, **options)
-        out[name] = (len(buffer.getvalue()), seconds)
-    try:
-        import imagecodecs
-
-        data, seconds = _timed(imagecodecs.jpegxl_encode, array, lossless=True, effort=7)
-        out["jpegxl-e7"] = (len(data), seconds)
-    except (ImportError, AttributeError):
-        pass
-    return out
+BASELINES = ["png", "webp", "jpegxl-e7"]
+"""The classical codecs measured beside Bit-Swap (from the bench's codec registry)."""
 
 
 def main() -> None:
@@ -77,15 +62,16 @@ def main() -> None:
         data, encode_s = _timed(bsw.compress, array, model=args.model, method=args.method)
         decoded, decode_s = _timed(bsw.decompress, data)
         assert np.array_equal(decoded, array), f"{path.name} did not round-trip"
-        elbo = neg_elbo_bits(model, image_patches(array)) / array.size
+        elbo = api.neg_elbo_bits(array, model=args.model) / array.size
         header = container.unpack(data)[0]
         row = {"image": path.name, "subpixels": array.size, "bytes": len(data), "bpsp": 8 * len(data) / array.size,
                "neg_elbo_bpsp": elbo, "encode_s": encode_s, "decode_s": decode_s, "lanes": header.num_lanes,
-               "lane_overhead_fraction": LANE_OVERHEAD_BITS * header.num_lanes / (8 * len(data)), "seed_fraction": header.seed_length / len(data),
-               "groups": len(header.group_sizes)}
-        for name, (size, seconds) in _baselines(array).items():
-            row[f"{name}_bpsp"] = 8 * size / array.size
-            row[f"{name}_encode_s"] = seconds
+               "lane_overhead_fraction": LANE_OVERHEAD_BITS * header.num_lanes / (8 * len(data)), "seed_fraction": header.plan.seed_length / len(data),
+               "groups": len(header.plan.group_sizes)}
+        for codec in select(classical_codecs(), BASELINES):
+            result = measure(codec, path.name, array)
+            row[f"{codec.name}_bpsp"] = 8 * result.bytes / array.size
+            row[f"{codec.name}_encode_s"] = result.encode_s
         rows.append(row)
         print(f"{path.name}: {row['bpsp']:.3f} bpsp (-ELBO {elbo:.3f}, PNG {row['png_bpsp']:.3f}, WebP {row['webp_bpsp']:.3f}"
               + (f", JPEG-XL {row['jpegxl-e7_bpsp']:.3f}" if "jpegxl-e7_bpsp" in row else "")

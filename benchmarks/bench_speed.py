@@ -124,7 +124,7 @@ def passes(photos: list[Path], sizes: list[int], model: str | None) -> Iterator[
         with counting_passes(name) as decode:
             assert np.array_equal(bsw.decompress(data), image)
         patches = len(PatchGrid(side, side))
-        yield {"side": side, "patches": patches, "groups": len(container.unpack(data)[0].group_sizes),
+        yield {"side": side, "patches": patches, "groups": len(container.unpack(data)[0].plan.group_sizes),
                "encode_passes": encode["passes"], "encode_calls": encode["calls"], "decode_passes": decode["passes"],
                "decode_calls": decode["calls"], "encode_s": encode_s, "log2_patches": float(np.log2(patches))}
 
@@ -164,7 +164,7 @@ def rss(side: int, model: str | None, threads: int) -> dict:
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             out[way] = json.loads(done.stdout.strip().splitlines()[-1])
         out["bytes"] = data.stat().st_size
-        out["patches"], out["groups"] = len(PatchGrid(side, side)), len(container.unpack(data.read_bytes())[0].group_sizes)
+        out["patches"], out["groups"] = len(PatchGrid(side, side)), len(container.unpack(data.read_bytes())[0].plan.group_sizes)
     out["bpsp"] = 8 * out["bytes"] / (3 * side * side)
     out["within_target"] = max(out[way]["peak_bytes"] for way in ("compress", "decompress")) <= RSS_TARGET_BYTES
     return out

@@ -95,30 +95,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bitswap_plugin import fixedpoint as _fixedpoint
-from bitswap_plugin import model as _model
-
-try:  # the architecture half of model.py moves to bitswap_plugin.architecture (refactor in progress)
-    from bitswap_plugin import architecture as _architecture
-except ImportError:
-    _architecture = _model
-
-
-def _pick(name: str):
-    for module in (_architecture, _model, _fixedpoint):
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise ImportError(f"bitswap_plugin has no {name}")
-
-
-BitSwapVAE, Net = _model.BitSwapVAE, _model.Net
-discretized_logistic_log_mass = _model.discretized_logistic_log_mass
-ModelConfig, NetSpec = _pick("ModelConfig"), _pick("NetSpec")
-ACT_MAX, PIXEL_BINS, COEF_FRAC, COEF_MAX = _pick("ACT_MAX"), _pick("PIXEL_BINS"), _pick("COEF_FRAC"), _pick("COEF_MAX")
-conditioned_mean, mean_code_range = _pick("conditioned_mean"), _pick("mean_code_range")
-latents_to_input, pixels_to_input = _pick("latents_to_input"), _pick("pixels_to_input")
-LOG_SCALE_FRAC, LOG_SCALE_MAX, LOG_SCALE_MIN, MEAN_FRAC = (
-    _fixedpoint.LOG_SCALE_FRAC, _fixedpoint.LOG_SCALE_MAX, _fixedpoint.LOG_SCALE_MIN, _fixedpoint.MEAN_FRAC)
+from bitswap_plugin.architecture import (
+    ACT_MAX,
+    COEF_FRAC,
+    COEF_MAX,
+    PIXEL_BINS,
+    ModelConfig,
+    NetSpec,
+    conditioned_mean,
+    latents_to_input,
+    mean_code_range,
+    pixels_to_input,
+)
+from bitswap_plugin.fixedpoint import LOG_SCALE_FRAC, LOG_SCALE_MAX, LOG_SCALE_MIN, MEAN_FRAC
+from bitswap_plugin.model import BitSwapVAE, Net, discretized_logistic_log_mass
 from bitswap_plugin.patches import PATCH
 from bitswap_plugin.train import PRESETS, PatchSampler, learning_rate
 

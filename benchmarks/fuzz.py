@@ -64,6 +64,7 @@ from PIL import Image
 import bitswap_plugin as bsw
 from bitswap_plugin import api, container, zoo
 from bitswap_plugin.errors import BitSwapError
+from bitswap_plugin.fileformat import MODES
 from bitswap_plugin.numcodecs_codec import BitSwap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,7 +200,7 @@ def header_fields(data: bytes) -> tuple[list[tuple[int, int, str]], int] | None:
         for _ in range(data[29]):
             fields += [(at, 1, "u8"), (at + 1, data[at], "name"), (at + 1 + data[at], 32, "digest")]
             at += 1 + data[at] + 32
-        planes = container.planes_of(container.MODES[data[9]]) if data[9] < len(container.MODES) else 1
+        planes = len(list(MODES.values())[data[9]].planes) if data[9] < len(MODES) else 1
         fields += [(at + i, 1, "u8") for i in range(planes)]
         at += planes
         index, count = 0, 3  # seed patches, seed length, group count; then two per group and three more

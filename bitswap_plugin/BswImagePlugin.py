@@ -14,7 +14,6 @@ also covers readers that never show the image object: imageio, matplotlib).
 
 from __future__ import annotations
 
-import io
 import sys
 from typing import IO
 
@@ -22,28 +21,31 @@ import numpy as np
 from PIL import Image, ImageFile, ImageSequence, UnidentifiedImageError
 
 from . import api
-from .errors import BitSwapError, InvalidImageError
+from .errors import BitSwapError, InvalidImageError, TruncatedFileError
+from .fileformat import MAGIC, MODES
 from .images import to_array
 
 FORMAT = "BSW"
 MIME = "image/x-bsw"
-_MAGIC = b"\x89BSW\r\n\x1a\n"
 _FIRST_READ = 512
-"""Bytes read first to parse the header (a header is rarely longer; reads double until it parses)."""
+"""Bytes read first to parse the header (a header is rarely longer)."""
+_MAX_HEADER = 1 << 22
+"""Most header bytes read: a header holds two varints per patch group, and the pixel limit
+(2**28 pixels padded to 32x32 patches) allows 2**18 groups."""
 
 
 def _accept(prefix: bytes) -> bool:
-    return prefix.startswith(_MAGIC)
+    return prefix.startswith(MAGIC)
 
 
 def _read_header(fp: IO[bytes]) -> api.ImageInfo:
-    """Parse the header at the start of ``fp``, reading little more than it (doubling reads)."""
+    """Parse the header at the start of ``fp``: one read, and more only while the header is cut short."""
     data = fp.read(_FIRST_READ)
     while True:
         try:
             return api.read_info(data)
-        except BitSwapError:
-            more = fp.read(len(data))
+        except TruncatedFileError:
+            more = fp.read(min(len(data), _MAX_HEADER - len(data)))
             if not more:
                 raise
             data += more
@@ -54,9 +56,44 @@ def _pixel_limit() -> int:
     return sys.maxsize if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
 
 
+class _Stream:
+    """What the decoder of every frame of one file shares: where to decode, and the decoded stack."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.device: str | None = None
+        self.frames: np.ndarray | None = None
+
+
+class BswDecoder(ImageFile.PyDecoder):
+    """Decodes a whole ``.bsw`` stream (once per file: a stack is one chain) and hands Pillow one frame.
+
+    Tile arguments: (frame index, the file's shared :class:`_Stream`).
+    """
+
+    _pulls_fd = True
+
+    def decode(self, buffer: bytes | Image.SupportsArrayInterface) -> tuple[int, int]:
+        assert self.fd is not None
+        frame, stream = self.args
+        if stream.frames is None:
+            device = api.resolve_device(stream.device)  # a bad device is the caller's DeviceError, not a bad file
+            try:
+                # Image.open has checked the pixels against MAX_IMAGE_PIXELS; Pillow's error threshold
+                # replaces the API's own limit on the coder's work (frames padded to whole patches)
+                array = api.decompress(self.fd.read(), device=device, max_pixels=_pixel_limit())
+            except BitSwapError as exc:
+                raise OSError(f"cannot decode {stream.name}: {exc}") from exc
+            width, height = self.state.xsize, self.state.ysize
+            stream.frames = array.reshape(-1, height, width, MODES[self.mode].channels)
+        self.set_as_raw(stream.frames[frame].tobytes())
+        return -1, 0
+
+
 class BswImageFile(ImageFile.ImageFile):
     format = FORMAT
     format_description = "Bit-Swap learned lossless image"
+    _close_exclusive_fp_after_loading = False  # seek() may load another frame
 
     def _open(self) -> None:
         assert self.fp is not None
@@ -72,51 +109,31 @@ class BswImageFile(ImageFile.ImageFile):
         if info.frames > 1:
             # the whole stack is decoded at once: check it like one image of all its pixels
             Image._decompression_bomb_check((info.width, info.height * info.frames))
-        self.tile = [ImageFile._Tile("bsw", (0, 0, *self._size), 0, None)]
-        self.device: str | None = None
-        """Where ``load()`` decodes: cpu, cuda, cuda:N, auto; None: ``$BITSWAP_DEVICE``, else the CPU."""
-        self._frames: np.ndarray | None = None
+        self._stream = _Stream(str(self.filename or "image"))
+        self._fp = self.fp  # Pillow drops fp after each load; another frame needs it back
         self._frame = 0
-        self._loaded_frame = -1
+        self._set_tile()
+
+    @property
+    def device(self) -> str | None:
+        """Where ``load()`` decodes: cpu, cuda, cuda:N, auto; None: ``$BITSWAP_DEVICE``, else the CPU."""
+        return self._stream.device
+
+    @device.setter
+    def device(self, value: str | None) -> None:
+        self._stream.device = value
+
+    def _set_tile(self) -> None:
+        self.tile = [ImageFile._Tile("bsw", (0, 0, *self.size), 0, (self._frame, self._stream))]
 
     def seek(self, frame: int) -> None:
-        if self._seek_check(frame):
+        if self._seek_check(frame) and frame != self._frame:
             self._frame = frame
+            self.fp = self._fp
+            self._set_tile()
 
     def tell(self) -> int:
         return self._frame
-
-    def _decode(self) -> np.ndarray:
-        """All frames as an (N, H, W, C) array, decoded once."""
-        if self._frames is None:
-            assert self.fp is not None
-            self.fp.seek(0)
-            data = self.fp.read()
-            width, height = self.size
-            device = api.resolve_device(self.device)  # a bad device is the caller's DeviceError, not a bad file
-            try:
-                # Image.open has checked the pixels against MAX_IMAGE_PIXELS; Pillow's error threshold
-                # replaces the API's own limit on the coder's work (frames padded to whole patches)
-                array = api.decompress(data, device=device, max_pixels=_pixel_limit())
-            except BitSwapError as exc:
-                raise OSError(f"cannot decode {self.filename or 'image'}: {exc}") from exc
-            self._frames = array.reshape(self.n_frames, height, width, len(self.mode))
-            if self._exclusive_fp:
-                self.fp.close()
-        return self._frames
-
-    def load(self) -> Image.core.PixelAccess | None:
-        if self._loaded_frame != self._frame:
-            frame = self._decode()[self._frame]
-            self.fp = io.BytesIO(frame.tobytes())
-            self.tile = [ImageFile._Tile("raw", (0, 0, *self.size), 0, (self.mode, 0, 1))]
-            self._loaded_frame = self._frame
-        return super().load()
-
-    def load_seek(self, pos: int) -> None:
-        """Seek the raw frame buffer (defined so that Pillow never memory-maps the ``.bsw`` file as raw pixels)."""
-        assert self.fp is not None
-        self.fp.seek(pos)
 
 
 def _array(image: Image.Image) -> np.ndarray:
@@ -145,6 +162,7 @@ def _save_all(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
 
 
 Image.register_open(FORMAT, BswImageFile, _accept)
+Image.register_decoder("bsw", BswDecoder)
 Image.register_save(FORMAT, _save)
 Image.register_save_all(FORMAT, _save_all)
 Image.register_extension(FORMAT, ".bsw")

@@ -14,10 +14,11 @@ from .errors import (
     DeviceError,
     ImageTooLargeError,
     InvalidImageError,
+    InvalidOptionError,
     ModelNotFoundError,
+    TruncatedFileError,
     UnsupportedFormatError,
 )
-from .zoo import available_models, register_model
 
 __version__ = "0.1.0"
 
@@ -34,16 +35,24 @@ __all__ = [
     "DeviceError",
     "ImageTooLargeError",
     "InvalidImageError",
+    "InvalidOptionError",
     "ModelNotFoundError",
+    "TruncatedFileError",
     "UnsupportedFormatError",
 ]
 
-_LAZY = {"BitSwap": "numcodecs_codec", "BitSwapCodec": "zarr_codec"}
-"""``bitswap_plugin.BitSwap`` (numcodecs) and ``BitSwapCodec`` (Zarr v3), imported on first
-use so that numcodecs and zarr stay optional (and out of ``__all__``)."""
+_LAZY = {
+    "BitSwap": "numcodecs_codec",
+    "BitSwapCodec": "zarr_codec",
+    "available_models": "zoo",
+    "register_model": "zoo",
+}
+"""Imported on first use: ``BitSwap`` (numcodecs) and ``BitSwapCodec`` (Zarr v3), so that numcodecs
+and zarr stay optional (and out of ``__all__``), and the model registry, so that importing the
+package (which registers the Pillow format) does not load torch."""
 
 
-def __getattr__(name: str) -> type:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         from importlib import import_module
 

@@ -31,10 +31,15 @@ serialized with a length prefix, so a lane costs a few bits rather than the
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .errors import CorruptFileError
 from .fixedpoint import PRECISION
+
+if TYPE_CHECKING:
+    from .distributions import EntropyModel
 
 HEAD_MIN = 1 << 31
 WORD_BITS = 32
@@ -169,12 +174,9 @@ class AnsCoder:
             else:
                 torch.addcmul(head + starts[lo:hi], head // freqs[lo:hi], complement[lo:hi], out=self.heads[: hi - lo])
 
-    def pop(self, model, spread: bool = False) -> torch.Tensor:
-        """Decode ``len(model)`` symbols; returns them flattened. Undoes :meth:`push` with the same ``spread``.
-
-        ``model`` is an entropy-model family (see :mod:`.distributions`):
-        ``len(model)``, ``model[lo:hi]`` and ``.locate(cf) -> (symbols, starts, frequencies)``.
-        """
+    def pop(self, model: EntropyModel, spread: bool = False) -> torch.Tensor:
+        """Decode ``len(model)`` symbols of an entropy-model family (:class:`~.distributions.EntropyModel`);
+        returns them flattened. Undoes :meth:`push` with the same ``spread``."""
         prec = self.precision
         mask = (1 << prec) - 1
         count = len(model)

@@ -1,24 +1,29 @@
 """The Python API: ``compress``, ``decompress`` and ``read_info``.
 
-Every front end (CLI, numcodecs, Zarr, Pillow) goes through these three
+Every front end (CLI, numcodecs, Zarr, Pillow) goes through these
 functions; none of them touches the coder or the container directly.
+torch, the models and the coder are imported on first use, so reading a
+header (``read_info``, ``bitswap info``, Pillow's ``Image.open``) stays light.
 """
 
 from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from . import container, zoo
-from .ans import AnsCoder
-from .coders import METHODS, Plane, decode_planes, encode_planes, schedule
-from .errors import CorruptFileError, DeviceError, ImageTooLargeError, InvalidImageError
-from .integer_model import IntegerVAE
+from . import container
+from .errors import CorruptFileError, DeviceError, ImageTooLargeError, InvalidImageError, ModelNotFoundError
+from .fileformat import MODE_BY_CHANNELS, MODES, PATCH, check_method
+
+if TYPE_CHECKING:
+    import torch
+
+    from .integer_model import IntegerVAE
 
 DEVICE_VARIABLE = "BITSWAP_DEVICE"
 """Environment variable naming the device for calls that give none (every front end; default: the CPU)."""
@@ -26,7 +31,6 @@ MAX_IMAGE_PIXELS = 1 << 28
 """Most pixels accepted by default (a decompression-bomb guard): 16384 x 16384. Each frame
 counts as padded to whole 32 x 32 patches, since the coder works on patches."""
 
-_MODES_BY_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 _SMALL_IMAGE_PATCHES = 16
 """Up to this many patches, also try deflating everything and keep the smaller."""
 
@@ -51,13 +55,14 @@ class ImageInfo:
     @property
     def shape(self) -> tuple[int, ...]:
         """Shape of the array :func:`decompress` returns."""
+        channels = MODES[self.mode].channels
         if self.stack:
-            return (self.frames, self.height, self.width, len(self.mode))
-        return (self.height, self.width) if self.mode == "L" else (self.height, self.width, len(self.mode))
+            return (self.frames, self.height, self.width, channels)
+        return (self.height, self.width) if channels == 1 else (self.height, self.width, channels)
 
     @property
     def bits_per_subpixel(self) -> float:
-        return 8 * self.size / (self.frames * self.height * self.width * len(self.mode))
+        return 8 * self.size / (self.frames * self.height * self.width * MODES[self.mode].channels)
 
 
 def resolve_device(device: torch.device | str | None, *, require: bool = True) -> torch.device:
@@ -68,6 +73,8 @@ def resolve_device(device: torch.device | str | None, *, require: bool = True) -
     CUDA device must exist on this machine; without it only the spelling is checked (a
     codec configured on one machine may run on another).
     """
+    import torch
+
     where = f"device {device!r}"
     if device is None:
         device = os.environ.get(DEVICE_VARIABLE) or "cpu"
@@ -90,12 +97,11 @@ def _check_pixels(frames: int, height: int, width: int, max_pixels: int | None) 
     """Refuse more than ``max_pixels`` (default MAX_IMAGE_PIXELS), counting frames padded to
     whole patches: a stack of tiny frames costs the coder a patch each."""
     limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
-    patch = container.PATCH
-    if frames * -(-height // patch) * -(-width // patch) * patch**2 > limit:
-        raise ImageTooLargeError(f"{frames} image(s) of {height}x{width} pixels, padded to {patch}x{patch} patches, exceed the limit of {limit} pixels")
+    if frames * -(-height // PATCH) * -(-width // PATCH) * PATCH**2 > limit:
+        raise ImageTooLargeError(f"{frames} image(s) of {height}x{width} pixels, padded to {PATCH}x{PATCH} patches, exceed the limit of {limit} pixels")
 
 
-def _as_stack(array) -> tuple[np.ndarray, str, bool]:
+def _as_stack(array: object) -> tuple[np.ndarray, str, bool]:
     """Validate an array and view it as an (N, H, W, C) uint8 stack: (stack, mode, was a stack)."""
     if isinstance(array, (bytes, bytearray, memoryview, str)):
         raise InvalidImageError("expected an image array, got bytes or str")
@@ -111,27 +117,19 @@ def _as_stack(array) -> tuple[np.ndarray, str, bool]:
         image = image[None, :, :, None]
     elif image.ndim == 3:
         image = image[None]
-    if image.ndim != 4 or image.shape[3] not in _MODES_BY_CHANNELS:
+    if image.ndim != 4 or image.shape[3] not in MODE_BY_CHANNELS:
         raise InvalidImageError(f"expected an (H, W), (H, W, C) or (N, H, W, C) array with C in 1..4, got shape {shape}")
     if 0 in image.shape:
         raise InvalidImageError(f"cannot code an empty image of shape {shape}")
-    return np.require(image, requirements=["C", "W"]), _MODES_BY_CHANNELS[image.shape[3]], is_stack
-
-
-def _plane_layout(mode: str) -> list[tuple[slice, int]]:
-    """(channel slice, model channels) of each plane of an image mode."""
-    return {
-        "L": [(slice(0, 1), 1)],
-        "LA": [(slice(0, 1), 1), (slice(1, 2), 1)],
-        "RGB": [(slice(0, 3), 3)],
-        "RGBA": [(slice(0, 3), 3), (slice(3, 4), 1)],
-    }[mode]
+    return np.require(image, requirements=["C", "W"]), MODE_BY_CHANNELS[image.shape[3]].name, is_stack
 
 
 def _choose_models(mode: str, model: str | None) -> list[str]:
     """Model name for each plane: ``model`` where its channel count fits, else the default."""
+    from . import zoo
+
     names = []
-    for _, channels in _plane_layout(mode):
+    for channels in (plane.channels for plane in MODES[mode].planes):
         name = zoo.DEFAULT_MODELS[channels]
         if model is not None:
             chosen = zoo.load_model(model).config.channels
@@ -143,14 +141,41 @@ def _choose_models(mode: str, model: str | None) -> list[str]:
     return names
 
 
+def _planes(stack: np.ndarray, mode: str, names: list[str], device: torch.device) -> list:
+    """The coder's planes of an (N, H, W, C) stack: first planes of every frame, then second planes."""
+    import torch
+
+    from . import zoo
+    from .coders import Plane
+
+    pixels = torch.from_numpy(stack).permute(0, 3, 1, 2)
+    return [
+        Plane(pixels[frame, plane.slice].contiguous(), zoo.load_model(name, device=device))
+        for plane, name in zip(MODES[mode].planes, names)
+        for frame in range(stack.shape[0])
+    ]
+
+
+def _check_pins(names: list[str], pins: Mapping[str, str]) -> None:
+    """Refuse, before coding, a model whose installed file is not the pinned one."""
+    from . import zoo
+
+    for name in names:
+        digest = zoo.model_hash(name)
+        if pins.get(name) != digest:
+            pinned = f"pins {pins[name][:16]}…" if name in pins else "does not pin it"
+            raise ModelNotFoundError(f"the installed model {name!r} has hash {digest[:16]}…, but the configuration {pinned}")
+
+
 def compress(
-    array,
+    array: object,
     *,
     model: str | None = None,
     method: str = "bitswap",
     device: torch.device | str | None = None,
     progress: Progress | None = None,
     max_pixels: int | None = None,
+    pins: Mapping[str, str] | None = None,
 ) -> bytes:
     """Compress an 8-bit image, or a stack of images, losslessly into ``.bsw`` bytes.
 
@@ -159,46 +184,41 @@ def compress(
     cost is paid once). ``model`` names the model for the colour (or grey)
     planes; alpha is coded as a grey plane. ``method`` is ``"bitswap"`` or
     ``"bbans"``. ``device`` picks where the work runs (:func:`resolve_device`);
-    every device writes the same bytes.
+    every device writes the same bytes. ``pins`` (model name -> SHA-256) makes
+    coding with any other model file a :class:`ModelNotFoundError`, raised
+    before any work.
     """
-    if method not in METHODS:
-        raise InvalidImageError(f"method must be one of {METHODS}, got {method!r}")
+    from . import zoo
+    from .coders import encode_planes
+
+    check_method(method)
     stack, mode, is_stack = _as_stack(array)
     frames, height, width = stack.shape[:3]
     _check_pixels(frames, height, width, max_pixels)
     device = resolve_device(device)
     names = _choose_models(mode, model)
     unique = list(dict.fromkeys(names))
-    models = {name: zoo.load_model(name, device=device) for name in unique}
-    pixels = torch.from_numpy(stack).permute(0, 3, 1, 2)
-    planes = [
-        Plane(pixels[frame, channels].contiguous(), models[name])
-        for (channels, _), name in zip(_plane_layout(mode), names)
-        for frame in range(frames)
-    ]
-    header = container.Header(
-        height=height,
-        width=width,
-        mode=mode,
-        method=method,
-        pixel_crc=zlib.crc32(stack),
-        frames=frames,
-        stack=is_stack,
-        models=[(name, zoo.model_hash(name)) for name in unique],
-        plane_models=[unique.index(name) for name in names],
-        seed_patches=1,
-        seed_length=0,
-    )
+    if pins is not None:
+        _check_pins(unique, pins)
+    planes = _planes(stack, mode, names, device)
     total_patches = sum(len(plane.grid) for plane in planes)
     candidates = [1] if total_patches > _SMALL_IMAGE_PATCHES else sorted({1, total_patches})
     best = None
     for seed_patches in candidates:
-        seed, groups, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches == 1 else None)
+        plan, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches == 1 else None)
         num_lanes, head, tail = coder.to_bytes()
-        header.seed_patches, header.seed_length = seed_patches, len(seed)
-        header.group_sizes = [g.size for g in groups]
-        header.lanes_added = [g.lanes_added for g in groups]
-        header.num_lanes = num_lanes
+        header = container.Header(
+            height=height,
+            width=width,
+            mode=mode,
+            pixel_crc=zlib.crc32(stack),
+            frames=frames,
+            stack=is_stack,
+            models=[(name, zoo.model_hash(name)) for name in unique],
+            plane_models=[unique.index(name) for name in names],
+            plan=plan,
+            num_lanes=num_lanes,
+        )
         data = container.pack(header, head, tail)
         if best is None or len(data) < len(best):
             best = data
@@ -212,7 +232,7 @@ def read_info(data: bytes) -> ImageInfo:
         height=header.height,
         width=header.width,
         mode=header.mode,
-        method=header.method,
+        method=header.plan.method,
         frames=header.frames,
         stack=header.stack,
         models=tuple(header.models),
@@ -228,9 +248,9 @@ def _check_seed_fits(header: container.Header, models: list[IntegerVAE]) -> None
     (24-bit probabilities, heads of at least 2**31), and the decoder pushes only latents.
     This bounds what a short stream can claim when it has few coded patches.
     """
-    latents = max(m.config.latent_layers * m.config.latent_channels * (container.PATCH // 2) ** 2 for m in models)
-    capacity = 33 * header.tail_length // 4 + 8 * header.head_length + 25 * latents * sum(header.group_sizes)
-    if 32 * -(-header.seed_length // 4) > capacity:
+    latents = max(m.config.latents_per_patch for m in models)
+    capacity = 33 * header.tail_length // 4 + 8 * header.head_length + 25 * latents * sum(header.plan.group_sizes)
+    if 32 * -(-header.plan.seed_length // 4) > capacity:
         raise CorruptFileError("corrupt .bsw file: the seed is longer than the payload can hold")
 
 
@@ -250,29 +270,72 @@ def decompress(
     ``batch_size`` (patches per network call; default 32 on CPU, 512 on CUDA)
     change where and how the work runs, never the result.
     """
+    import torch
+
+    from . import zoo
+    from .ans import AnsCoder
+    from .coders import Plane, decode_planes
+
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CorruptFileError(f"expected .bsw bytes, got {type(data).__name__}")
     header, head, tail = container.unpack(data)
     frames, height, width = header.frames, header.height, header.width
     _check_pixels(frames, height, width, max_pixels)
     device = resolve_device(device)
-    channels = len(header.mode)
+    mode = MODES[header.mode]
     models = [zoo.load_model(name, sha256, device) for name, sha256 in header.models]
-    layout = _plane_layout(header.mode)
     plane_models = [models[index] for index in header.plane_models]
-    if any(model.config.channels != model_channels for model, (_, model_channels) in zip(plane_models, layout)):
+    if any(model.config.channels != plane.channels for model, plane in zip(plane_models, mode.planes)):
         raise CorruptFileError("corrupt .bsw file: a plane names a model with the wrong channel count")
     _check_seed_fits(header, plane_models)
     # every pixel is decoded (seed and groups cover all patches): pages are touched only as decoding gets there
-    stack = torch.empty((frames, channels, height, width), dtype=torch.uint8, device=device)
-    planes = [Plane(stack[frame, part], model) for (part, _), model in zip(layout, plane_models) for frame in range(frames)]
-    groups = schedule(planes, header.seed_patches, header.group_sizes, header.lanes_added)
+    stack = torch.empty((frames, mode.channels, height, width), dtype=torch.uint8, device=device)
+    planes = [Plane(stack[frame, plane.slice], model) for plane, model in zip(mode.planes, plane_models) for frame in range(frames)]
     coder = AnsCoder.from_bytes(header.num_lanes, head, tail, device, bottomless=False)
-    decode_planes(coder, planes, groups, header.seed_patches, header.seed_length, header.method,
-                  header.spread_posterior, batch_size, progress)
+    decode_planes(coder, planes, header.plan, batch_size, progress)
     result = stack.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     if zlib.crc32(result) != header.pixel_crc:
         raise CorruptFileError("corrupt .bsw file: decoded pixels fail the checksum")
     if header.stack:
         return result
-    return result[0, :, :, 0] if channels == 1 else result[0]
+    return result[0, :, :, 0] if mode.channels == 1 else result[0]
+
+
+# -- analysis: what the model and the coder cost, for experiments and benchmarks ----------
+
+_ELBO_BATCH = 256
+"""Patches per -ELBO network call (bounds memory on large images)."""
+
+
+def message_bits(array: object, *, model: str | None = None, method: str = "bitswap") -> int:
+    """Bits of the ANS message (lane heads and tail, seed included; no header) that codes ``array``
+    as one bits-back chain from a one-patch seed: the learned coder's own cost, with none of
+    :func:`compress`'s choices (how a chain starts, Bit-Swap's start-up cost, needs it)."""
+    from .coders import encode_planes
+
+    check_method(method)
+    stack, mode, _ = _as_stack(array)
+    device = resolve_device("cpu")
+    _, coder = encode_planes(_planes(stack, mode, _choose_models(mode, model), device), method, device)
+    _, heads, tail = coder.to_bytes()
+    return 8 * (len(heads) + len(tail))
+
+
+def neg_elbo_bits(array: object, *, model: str | None = None, seed: int = 0) -> float:
+    """The models' negative ELBO of ``array`` in bits: the expected size of the message coding its
+    patches (one latent sample per patch, drawn with ``seed``; every term an exact ANS cost),
+    which a file approaches when the chain is long."""
+    import torch
+
+    from .integer_model import integer_neg_elbo
+
+    stack, mode, _ = _as_stack(array)
+    generator = torch.Generator().manual_seed(seed)
+    bits = 0.0
+    planes = _planes(stack, mode, _choose_models(mode, model), resolve_device("cpu"))
+    for plane_model in dict.fromkeys(plane.model for plane in planes):
+        patches = torch.cat([p.grid.extract(p.pixels, 0, len(p.grid)) for p in planes if p.model is plane_model])
+        for start in range(0, patches.shape[0], _ELBO_BATCH):
+            part = patches[start : start + _ELBO_BATCH]
+            bits += integer_neg_elbo(plane_model, part, generator) * part.numel()
+    return bits

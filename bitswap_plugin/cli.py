@@ -12,10 +12,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from . import api, train
-from .bench import command as bench
-from .coders import METHODS
+from . import api
 from .errors import BitSwapError
+from .fileformat import METHODS
 from .images import from_array, to_array
 
 
@@ -108,17 +107,32 @@ def build_parser() -> argparse.ArgumentParser:
     compress.set_defaults(run=_compress)
     add("decompress", "decompress a .bsw file (to PNG unless -o names another format)", ".png").set_defaults(run=_decompress)
     add("info", "print what a .bsw header says", None).set_defaults(run=_info)
-    training = sub.add_parser("train", help="train, quantize and export a model (see bitswap train -h)",
-                              description=train.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.build_parser(training).set_defaults(run=train.run)
-    benchmark = sub.add_parser("bench", help="benchmarks: Bit-Swap against other codecs, the paper's experiments",
-                               description=bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench.build_parser(benchmark).set_defaults(run=bench.run)
+    # train and bench parse their own arguments, so that other commands never import them
+    sub.add_parser("train", help="train, quantize and export a model (see bitswap train -h)", add_help=False).set_defaults(run=_train)
+    sub.add_parser("bench", help="benchmarks: Bit-Swap against other codecs, the paper's experiments (see bitswap bench -h)",
+                   add_help=False).set_defaults(run=_bench)
     return parser
 
 
+def _train(args: argparse.Namespace) -> None:
+    from . import train
+
+    train.run(train.build_parser().parse_args(args.rest))
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from .bench import command
+
+    parser = argparse.ArgumentParser(prog="bitswap bench", description=command.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    command.run(command.build_parser(parser).parse_args(args.rest))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, args.rest = parser.parse_known_args(argv)
+    if args.rest and args.run not in (_train, _bench):
+        parser.error(f"unrecognized arguments: {' '.join(args.rest)}")
     try:
         args.run(args)
     except (BitSwapError, UnidentifiedImageError, OSError) as exc:

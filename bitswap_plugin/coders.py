@@ -1,13 +1,22 @@
 """Bit-Swap and BB-ANS: coding patches of image planes with a hierarchical VAE.
 
-For one group of patches, with ``z_0 = x``:
+In the spirit of craystack, each level of the chain is a codec: a (push,
+pop) pair acting on the ANS message and on ``z = [x, z1, .., zL]``.
 
-* **Bit-Swap** encodes, for i = 0 .. L-1: pop ``z_{i+1} ~ q(. | z_i)``, push
-  ``z_i`` under ``p(. | z_{i+1})``; then push ``z_L`` under the top prior. It
-  needs only the bits of one pop ahead, however deep the model.
-* **BB-ANS** pops all of ``z_1 .. z_L`` first, then pushes ``x, z_1, .., z_L``.
+* :class:`Posterior` (level i): encoding *pops* ``z_{i+1} ~ q(. | z_i)`` (the
+  bits-back step); decoding pushes it back.
+* :class:`Prior` (level i): encoding *pushes* ``z_i`` under ``p(. | z_{i+1})``
+  (the pixels' likelihood at level 0, the top prior at level L); decoding pops it.
 
-Decoding runs the mirror image. The patches of all planes form one chain:
+A method is a list of these steps (:data:`METHODS`); its decoder is the same
+list run backwards, each step inverted, so the decoder follows from the
+encoder rather than being kept in step by hand:
+
+* **Bit-Swap**: for i = 0 .. L-1, ``Posterior(i), Prior(i)``; then ``Prior(L)``.
+  It needs only the bits of one pop ahead, however deep the model.
+* **BB-ANS**: every ``Posterior`` first, then ``Prior(0) .. Prior(L)``.
+
+The patches of all planes form one chain:
 
 * the first patch is the *seed*: it is deflated and laid at the bottom of the
   stack, so the first pops read real image bits, not random ones;
@@ -16,8 +25,8 @@ Decoding runs the mirror image. The patches of all planes form one chain:
   need O(log n) sequential network passes; before each group the coder turns
   tail words into new lanes, up to a lane budget.
 
-The schedule (group sizes and lanes added) is returned to be stored in the
-file, so the decoder never has to re-derive the encoder's policy.
+The encoder returns its decisions as a :class:`~bitswap_plugin.fileformat.StreamPlan`
+to be stored in the file, so the decoder never re-derives the encoder's policy.
 """
 
 from __future__ import annotations
@@ -32,14 +41,11 @@ import numpy as np
 import torch
 
 from .ans import AnsCoder
-from .container import MAX_GROUP, MAX_LANES
-from .distributions import DiscretizedLogistic, SharedLogistic
 from .errors import CorruptFileError
-from .integer_model import IntegerVAE, pixel_distributions
-from .model import top_prior_codes
-from .patches import PATCH, PatchGrid
+from .fileformat import PATCH, VERSION, StreamPlan, Version
+from .integer_model import IntegerVAE
+from .patches import PatchGrid
 
-METHODS = ("bitswap", "bbans")
 FEED_MARGIN = 1.3
 """Patches differ: size a group for 30 % more pop bits per patch than seen so far."""
 NETWORK_BATCH = {"cpu": 32, "cuda": 512}
@@ -81,14 +87,13 @@ class Group:
 
 
 SUBPIXELS_PER_LANE = 768
-"""Lane budget: each lane's final state costs ~5 bits net, so lanes trade rate for fewer ANS steps.
-Measured on 8 photos-train crops (512x512): 1 lane per 384 / 768 / 1536 subpixels gave 4.2861 /
-4.2797 / 4.2745 bits per subpixel in 2386 / 3606 / 6226 encoding steps (format 1: 4.2779, 15173)."""
+"""Lane budget: each lane's final state costs ~5 bits net, so lanes trade rate for fewer ANS steps
+(benchmarks/RESULTS.md, "What a lane costs")."""
 
 
-def lane_budget(num_subpixels: int) -> int:
+def lane_budget(num_subpixels: int, version: Version = VERSION) -> int:
     """Most lanes worth having: one per :data:`SUBPIXELS_PER_LANE` subpixels."""
-    return max(1, min(MAX_LANES, num_subpixels // SUBPIXELS_PER_LANE))
+    return max(1, min(version.max_lanes, num_subpixels // SUBPIXELS_PER_LANE))
 
 
 # -- the seed --------------------------------------------------------------
@@ -119,114 +124,108 @@ def _words(data: bytes, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(padded, "<u4").astype(np.int64)).to(device)
 
 
-# -- one group -----------------------------------------------------------
+# -- one group: the level codecs and the two methods ----------------------
 
 
-def _batched(fn: Callable, level: int, inp: torch.Tensor, batch: int) -> tuple[torch.Tensor, ...]:
-    parts = [fn(level, inp[i : i + batch]) for i in range(0, inp.shape[0], batch)]
-    return tuple(torch.cat(codes) for codes in zip(*parts))
+@dataclass
+class GroupContext:
+    """What the level codecs of one group of ``count`` patches share."""
+
+    model: IntegerVAE
+    count: int
+    device: torch.device
+    known: torch.Tensor | None
+    """The padding mask where the group has padding (pad pixels cost nothing and decode as 0)."""
+    batch: int
+    spread: bool
+    """Whether the posterior's pushes and pops are spread (a format version's choice; see :mod:`.ans`)."""
+    fill_padding: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """Decoding: rebuilds the pad pixels of the decoded patches."""
 
 
-class _GroupCoder:
-    """The distributions of one group of ``n`` patches under one model, and the pushes and pops
-    of each level (level 0 is the pixels, level L the top latent)."""
+@dataclass(frozen=True)
+class Posterior:
+    """Level ``level``'s bits-back codec: ``z_{level+1}`` under q(. | z_level)."""
 
-    def __init__(self, model: IntegerVAE, padding: torch.Tensor, batch: int, spread: bool) -> None:
-        config = model.config
-        self.model = model
-        self.padding = padding
-        self.known = padding if bool(padding.any()) else None
-        """The padding mask where there is padding (pixel distributions without one skip its selects)."""
-        self.batch = batch
-        self.spread = spread
-        """Whether the posterior codes spread (format version 2; see :mod:`.ans`)."""
-        self.levels = config.latent_layers
-        self.latent_bins = config.latent_bins
-        self.pixel_shape = (padding.shape[0], config.channels, PATCH, PATCH)
-        self.latent_shape = (padding.shape[0], config.latent_channels, PATCH // 2, PATCH // 2)
+    level: int
 
-    def _posterior(self, level: int, below: torch.Tensor) -> DiscretizedLogistic:
-        """q(z_{level+1} | z_level)."""
-        mean, log_scale = _batched(self.model.posterior, level, below, self.batch)
-        return DiscretizedLogistic(mean, log_scale, self.latent_bins)
+    def encode(self, coder: AnsCoder, group: GroupContext, z: list) -> None:
+        """Pop ``z_{level+1}`` from the message."""
+        posterior = group.model.posterior(self.level, z[self.level], group.batch)
+        z[self.level + 1] = coder.pop(posterior, group.spread).view(group.model.config.latent_shape(group.count))
 
-    def pop_posterior(self, coder: AnsCoder, level: int, below: torch.Tensor) -> torch.Tensor:
-        """Pop z_{level+1} ~ q(. | ``below``)."""
-        return coder.pop(self._posterior(level, below), self.spread).view(self.latent_shape)
+    def decode(self, coder: AnsCoder, group: GroupContext, z: list) -> None:
+        """Push ``z_{level+1}`` back: undoes :meth:`encode`."""
+        posterior = group.model.posterior(self.level, z[self.level], group.batch)
+        coder.push(*posterior.ranges(z[self.level + 1]), group.spread)
 
-    def push_posterior(self, coder: AnsCoder, level: int, below: torch.Tensor, above: torch.Tensor) -> None:
-        """Push ``above`` under q(. | ``below``): undoes :meth:`pop_posterior`."""
-        coder.push(*self._posterior(level, below).ranges(above), self.spread)
 
-    def _latent_prior(self, level: int, above: torch.Tensor | None) -> DiscretizedLogistic | SharedLogistic:
-        """p(z_level | z_{level+1}); the top prior of z_L (one distribution for all symbols) when ``above`` is None."""
-        if above is None:
-            count = math.prod(self.latent_shape)
-            return SharedLogistic(*top_prior_codes(self.model.config), self.latent_bins, count, self.padding.device)
-        return DiscretizedLogistic(*_batched(self.model.prior, level, above, self.batch), self.latent_bins)
+@dataclass(frozen=True)
+class Prior:
+    """Level ``level``'s data codec: ``z_level`` under p(. | z_{level+1}) (the pixels' likelihood
+    at level 0, decoded in its steps; the top prior at level L)."""
 
-    def push_prior(self, coder: AnsCoder, level: int, z: list[torch.Tensor]) -> None:
-        """Push ``z[level]`` under p(. | z[level + 1]) (the top prior at level L)."""
-        if level == 0:
-            codes = _batched(self.model.prior, 0, z[1], self.batch)
-            for channels, dist in reversed(list(pixel_distributions(codes, z[0], self.known))):
-                coder.push(*dist.ranges(z[0][:, channels]))
+    level: int
+
+    def encode(self, coder: AnsCoder, group: GroupContext, z: list) -> None:
+        """Push ``z_level``."""
+        if self.level == 0:
+            x = z[0]
+            for index, model in reversed(list(group.model.likelihood(z[1], group.known, group.batch).steps(x))):
+                coder.push(*model.ranges(x[:, index]))
         else:
-            coder.push(*self._latent_prior(level, z[level + 1] if level < self.levels else None).ranges(z[level]))
+            coder.push(*self._model(group, z).ranges(z[self.level]))
 
-    def pop_prior(self, coder: AnsCoder, level: int, above: torch.Tensor | None) -> torch.Tensor:
-        """Pop z_level under p(. | ``above``) (the top prior when ``above`` is None); padding decodes as 0."""
-        if level > 0:
-            return coder.pop(self._latent_prior(level, above)).view(self.latent_shape)
-        codes = _batched(self.model.prior, 0, above, self.batch)
-        x = torch.zeros(self.pixel_shape, dtype=torch.int64, device=self.padding.device)
-        for channels, dist in pixel_distributions(codes, x, self.known):
-            x[:, channels] = coder.pop(dist).view(x[:, channels].shape)
-        return x
+    def decode(self, coder: AnsCoder, group: GroupContext, z: list) -> None:
+        """Pop ``z_level``: undoes :meth:`encode`."""
+        if self.level == 0:
+            likelihood = group.model.likelihood(z[1], group.known, group.batch)
+            x = torch.zeros(likelihood.shape, dtype=torch.int64, device=z[1].device)
+            for index, model in likelihood.steps(x):
+                x[:, index] = coder.pop(model).view(x[:, index].shape)
+            z[0] = group.fill_padding(x)
+        else:
+            z[self.level] = coder.pop(self._model(group, z)).view(group.model.config.latent_shape(group.count))
+
+    def _model(self, group: GroupContext, z: list):
+        layers = group.model.config.latent_layers
+        if self.level == layers:
+            return group.model.top_prior(math.prod(group.model.config.latent_shape(group.count)), group.device)
+        return group.model.prior(self.level, z[self.level + 1], group.batch)
 
 
-def _encode_group(coder: AnsCoder, gc: _GroupCoder, x: torch.Tensor, method: str) -> int:
+Step = Posterior | Prior
+
+
+def bitswap(layers: int) -> list[Step]:
+    """Bit-Swap: pop z_{i+1}, push z_i, level by level; then the top layer."""
+    return [step for level in range(layers) for step in (Posterior(level), Prior(level))] + [Prior(layers)]
+
+
+def bbans(layers: int) -> list[Step]:
+    """BB-ANS: pop every latent layer, then push the data and every layer."""
+    return [Posterior(level) for level in range(layers)] + [Prior(level) for level in range(layers + 1)]
+
+
+METHODS: dict[str, Callable[[int], list[Step]]] = {"bitswap": bitswap, "bbans": bbans}
+"""Each method's steps for a model of ``layers`` latent layers (names as in :data:`.fileformat.METHODS`)."""
+
+
+def encode_group(coder: AnsCoder, group: GroupContext, x: torch.Tensor, steps: Sequence[Step]) -> int:
     """Code one group; returns how many tail words its pops ate before its pushes refilled the tail."""
     start = low = coder.tail_length
-    z = [x]
-
-    def pop_latent(level: int) -> None:
-        nonlocal low
-        z.append(gc.pop_posterior(coder, level, z[level]))
+    z = [x] + [None] * group.model.config.latent_layers
+    for step in steps:
+        step.encode(coder, group, z)
         low = min(low, coder.tail_length)
-
-    if method == "bitswap":
-        for level in range(gc.levels):
-            pop_latent(level)
-            gc.push_prior(coder, level, z)
-    else:
-        for level in range(gc.levels):
-            pop_latent(level)
-        for level in range(gc.levels):
-            gc.push_prior(coder, level, z)
-    gc.push_prior(coder, gc.levels, z)
     return start - low
 
 
-def _decode_group(coder: AnsCoder, gc: _GroupCoder, fill_padding: Callable, method: str) -> torch.Tensor:
-    z: list[torch.Tensor] = [torch.empty(0)] * gc.levels + [gc.pop_prior(coder, gc.levels, None)]
-
-    def pop_level(level: int) -> None:
-        popped = gc.pop_prior(coder, level, z[level + 1])
-        z[level] = fill_padding(popped) if level == 0 else popped
-
-    def push_back(level: int) -> None:
-        gc.push_posterior(coder, level, z[level], z[level + 1])
-
-    if method == "bitswap":
-        for level in reversed(range(gc.levels)):
-            pop_level(level)
-            push_back(level)
-    else:
-        for level in reversed(range(gc.levels)):
-            pop_level(level)
-        for level in reversed(range(gc.levels)):
-            push_back(level)
+def decode_group(coder: AnsCoder, group: GroupContext, steps: Sequence[Step]) -> torch.Tensor:
+    """Decode one group: the steps of :func:`encode_group` backwards, each inverted. Returns the pixels."""
+    z: list = [None] * (group.model.config.latent_layers + 1)
+    for step in reversed(steps):
+        step.decode(coder, group, z)
     return z[0]
 
 
@@ -258,14 +257,14 @@ def _next_group(planes: Sequence[Plane], sequence: Sequence[tuple[int, int]], po
     return _segments(sequence[position:stop])
 
 
-def schedule(planes: Sequence[Plane], seed_patches: int, sizes: Sequence[int], lanes_added: Sequence[int]) -> list[Group]:
-    """The groups a stream's header describes; raises CorruptFileError if they do not fit the planes."""
+def schedule(planes: Sequence[Plane], plan: StreamPlan) -> list[Group]:
+    """The groups a stream's plan describes; raises CorruptFileError if they do not fit the planes."""
     sequence = _patch_sequence(planes)
-    if not 1 <= seed_patches <= len(sequence) or len(sizes) != len(lanes_added):
+    if not 1 <= plan.seed_patches <= len(sequence) or len(plan.group_sizes) != len(plan.lanes_added):
         raise CorruptFileError("corrupt stream: invalid seed or group schedule")
-    position = seed_patches
+    position = plan.seed_patches
     groups = []
-    for size, lanes in zip(sizes, lanes_added):
+    for size, lanes in zip(plan.group_sizes, plan.lanes_added):
         if size < 1 or position + size > len(sequence):
             raise CorruptFileError("corrupt stream: invalid group schedule")
         segments = _segments(sequence[position : position + size])
@@ -300,14 +299,11 @@ def _lanes_to_add(coder: AnsCoder, group_patches: int, model: IntegerVAE, budget
     Bit-Swap pops latents right after pushing data. Unspread (format version 1),
     a lane's first pop reads bits confined to its last pushed symbol's interval,
     the latents drift from the posterior and the rate suffers unless each lane
-    codes many symbols (version 1 wrote 256 per lane; at 16 the rate was 0.9 %
-    higher on 768x512 photos). Spread pops (version 2) read evenly scattered
-    bits: at 16 per lane the information pushed minus popped is the same as at
-    256 (4.2461 against 4.2473 bits per subpixel on photos-train crops), so what
-    lanes still cost is only their final state (see :data:`SUBPIXELS_PER_LANE`).
+    codes many symbols (version 1 wrote 256 per lane). Spread pops (version 2)
+    read evenly scattered bits, so 16 per lane cost no more than 256
+    (benchmarks/RESULTS.md, "What a lane costs").
     """
-    c = model.config
-    symbols = group_patches * c.latent_channels * (PATCH // 2) ** 2
+    symbols = math.prod(model.config.latent_shape(group_patches))
     target = min(budget, max(MIN_LANES, symbols // LANE_SYMBOLS))
     return max(0, min(target - coder.num_lanes, max(coder.tail_length // 2, 1 - coder.num_lanes)))
 
@@ -322,30 +318,39 @@ def _group_input(planes: Sequence[Plane], group: Group, device: torch.device) ->
     return torch.cat(patches), torch.cat(masks)
 
 
+def _context(planes: Sequence[Plane], group: Group, padding: torch.Tensor, batch: int, version: Version,
+             decoding: bool = False) -> GroupContext:
+    """The codecs' shared state for ``group`` (whose padding mask is ``padding``)."""
+    model = planes[group.segments[0][0]].model
+    known = padding if bool(padding.any()) else None
+    fill = functools.partial(_fill_padding, planes, group) if decoding else None
+    return GroupContext(model, group.size, padding.device, known, batch, version.spread_posterior, fill)
+
+
 def encode_planes(
     planes: Sequence[Plane],
     method: str,
     device: torch.device,
     seed_patches: int = 1,
     progress: Callable[[int], None] | None = None,
-) -> tuple[bytes, list[Group], AnsCoder]:
-    """Code all planes into one ANS message. Returns (seed bytes, groups, coder).
+) -> tuple[StreamPlan, AnsCoder]:
+    """Code all planes into one ANS message with the current format version: (plan, coder).
 
-    Group sizes double (1, 1, 2, 4, ... up to MAX_GROUP) but never beyond what
-    the tail can feed: each group's pops must be paid by bits already pushed,
-    else they read phantom words and bits-back saves nothing. The need per
-    patch is measured on the groups coded so far. The first group, coded
-    before any measurement, gets only MIN_LANES lanes: each lane is made of a
-    tail word its pops would otherwise have read (measured on 768x512 photos,
-    its 128 lanes made it read ~100 phantom words, 3 kbit per image).
+    Group sizes double (1, 1, 2, 4, ... up to the version's largest group) but
+    never beyond what the tail can feed: each group's pops must be paid by bits
+    already pushed, else they read phantom words and bits-back saves nothing.
+    The need per patch is measured on the groups coded so far. The first
+    group, coded before any measurement, gets only MIN_LANES lanes: each lane
+    is made of a tail word its pops would otherwise have read.
     """
+    plan = StreamPlan(method, seed_patches)
     seed = encode_seed([planes[p].pixels[:, rows, cols].cpu().numpy() for p, rows, cols in _seed_blocks(planes, seed_patches)])
+    plan.seed_length = len(seed)
     coder = AnsCoder(device)
     coder.push_words(_words(seed, device))
-    budget = lane_budget(sum(p.pixels.numel() for p in planes))
+    budget = lane_budget(sum(p.pixels.numel() for p in planes), plan.version)
     sequence = _patch_sequence(planes)
     position = seed_patches
-    groups = []
     limit, words_per_patch = 1, 0.0
     while position < len(sequence):
         affordable = int(coder.tail_length / (FEED_MARGIN * words_per_patch)) if words_per_patch else limit
@@ -354,14 +359,16 @@ def encode_planes(
         group.lanes_added = _lanes_to_add(coder, group.size, model, budget if words_per_patch else MIN_LANES)
         coder.grow(group.lanes_added)
         x, padding = _group_input(planes, group, device)
-        eaten = _encode_group(coder, _GroupCoder(model, padding, network_batch(device), spread=True), x, method)
+        context = _context(planes, group, padding, network_batch(device), plan.version)
+        eaten = encode_group(coder, context, x, METHODS[method](model.config.latent_layers))
         words_per_patch = max(words_per_patch, eaten / group.size)
-        groups.append(group)
+        plan.group_sizes.append(group.size)
+        plan.lanes_added.append(group.lanes_added)
         position += group.size
-        limit = min(MAX_GROUP, 2 * group.size if len(groups) > 1 else 1)
+        limit = min(plan.version.max_group, 2 * group.size if len(plan.group_sizes) > 1 else 1)
         if progress:
             progress(group.size)
-    return seed, groups, coder
+    return plan, coder
 
 
 def _fill_padding(planes: Sequence[Plane], group: Group, x: torch.Tensor) -> torch.Tensor:
@@ -373,22 +380,17 @@ def _fill_padding(planes: Sequence[Plane], group: Group, x: torch.Tensor) -> tor
 def decode_planes(
     coder: AnsCoder,
     planes: Sequence[Plane],
-    groups: Sequence[Group],
-    seed_patches: int,
-    seed_length: int,
-    method: str,
-    spread: bool,
+    plan: StreamPlan,
     batch: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> None:
-    """Decode into the (preallocated, uint8) ``plane.pixels`` tensors, in place; ``spread``
-    for streams of format version 2 (the encoder here always writes them); ``batch``
-    patches per network call (default :func:`network_batch`)."""
-    for group in reversed(groups):
-        first = planes[group.segments[0][0]]
+    """Decode into the (preallocated, uint8) ``plane.pixels`` tensors, in place, following ``plan``;
+    ``batch`` patches per network call (default :func:`network_batch`)."""
+    for group in reversed(schedule(planes, plan)):
         padding = torch.cat([planes[p].grid.padding_mask(a, b, coder.device) for p, a, b in group.segments])
-        gc = _GroupCoder(first.model, padding, batch or network_batch(coder.device), spread)
-        x = _decode_group(coder, gc, functools.partial(_fill_padding, planes, group), method).to(torch.uint8)
+        context = _context(planes, group, padding, batch or network_batch(coder.device), plan.version, decoding=True)
+        steps = METHODS[plan.method](context.model.config.latent_layers)
+        x = decode_group(coder, context, steps).to(torch.uint8)
         for part, (p, a, b) in zip(x.split([b - a for _, a, b in group.segments]), group.segments, strict=True):
             planes[p].grid.insert(planes[p].pixels, part, a, b)
         coder.shrink(group.lanes_added)
@@ -396,11 +398,11 @@ def decode_planes(
             progress(group.size)
     if coder.num_lanes:
         raise CorruptFileError("corrupt stream: lanes left after decoding")
-    words = -(-seed_length // 4)
+    words = -(-plan.seed_length // 4)
     if coder.tail_length < words:
         raise CorruptFileError("corrupt stream: seed block missing")
-    seed = coder.tail[coder.tail_length - words :].cpu().numpy().astype("<u4").tobytes()[:seed_length]
-    blocks = _seed_blocks(planes, seed_patches)
+    seed = coder.tail[coder.tail_length - words :].cpu().numpy().astype("<u4").tobytes()[: plan.seed_length]
+    blocks = _seed_blocks(planes, plan.seed_patches)
     shapes = [tuple(planes[p].pixels[:, rows, cols].shape) for p, rows, cols in blocks]
     for (p, rows, cols), block in zip(blocks, decode_seed(seed, shapes)):
         planes[p].pixels[:, rows, cols] = torch.from_numpy(block).to(planes[p].pixels.device)

@@ -10,27 +10,16 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .errors import CorruptFileError, UnsupportedFormatError
+from . import fileformat
+from .errors import CorruptFileError, TruncatedFileError, UnsupportedFormatError
+from .fileformat import MAGIC, MODES, PATCH, StreamPlan
 
-MAGIC = b"\x89BSW\r\n\x1a\n"
-VERSION = 2
-"""The version this writer writes. Version 2 spreads the posterior's pushes and pops (see :mod:`.ans`)."""
-READABLE_VERSIONS = (1, 2)
-MODES = ("L", "LA", "RGB", "RGBA")
-METHODS = ("bitswap", "bbans")
+_MODE_NAMES = tuple(MODES)
 _FIXED = struct.Struct("<8sBBBBBIIII")  # magic, version, mode, method, patch, flags, height, width, frames, pixel crc
 _FLAG_STACK = 1
 _MAX_VARINT_BYTES = 10
-PATCH = 32
-"""Side of the square patches the planes are cut into."""
-MAX_GROUP = 1024
-"""Most patches in one group: a format limit (bounds a decoder's memory per group; 256 in version 1)."""
-MAX_LANES = 1 << 16
-"""Most ANS lanes a stream may have (4096 in version 1)."""
-_LIMITS = {1: (256, 4096), 2: (MAX_GROUP, MAX_LANES)}
-"""(most patches per group, most lanes) by format version."""
 DEFLATE_MAX_RATIO = 1032
 """Deflate writes at most 258 bytes per 2 bits (a length and a distance code): a seed of
 ``n`` bytes inflates to at most ``1032 n`` bytes."""
@@ -43,7 +32,6 @@ class Header:
     height: int
     width: int
     mode: str
-    method: str
     pixel_crc: int
     frames: int
     """Number of images coded in one chain (all of one size and mode)."""
@@ -53,21 +41,10 @@ class Header:
     """(name, sha256 hex) of each model the stream uses."""
     plane_models: list[int]
     """Index into ``models`` of the model coding each plane."""
-    seed_patches: int
-    seed_length: int
-    group_sizes: list[int] = field(default_factory=list)
-    lanes_added: list[int] = field(default_factory=list)
+    plan: StreamPlan
     num_lanes: int = 0
     head_length: int = 0
     tail_length: int = 0
-    patch_size: int = PATCH
-    version: int = VERSION
-    """Format version: 1 codes the posterior unspread, 2 spread."""
-
-    @property
-    def spread_posterior(self) -> bool:
-        """Whether the posterior's pushes and pops are spread (version 2 on; see :mod:`.ans`)."""
-        return self.version >= 2
 
 
 def _varint(value: int) -> bytes:
@@ -90,7 +67,7 @@ class _Reader:
     def take(self, count: int) -> bytes:
         end = self.offset + count
         if end > len(self.data):
-            raise CorruptFileError("corrupt .bsw file: header is truncated")
+            raise TruncatedFileError(f"truncated .bsw file: the header needs more than {len(self.data)} bytes")
         chunk = self.data[self.offset : end]
         self.offset = end
         return bytes(chunk)
@@ -110,10 +87,10 @@ def pack(header: Header, head_bytes: bytes, tail_bytes: bytes) -> bytes:
     body = bytearray(
         _FIXED.pack(
             MAGIC,
-            header.version,
-            MODES.index(header.mode),
-            METHODS.index(header.method),
-            header.patch_size,
+            header.plan.version.number,
+            _MODE_NAMES.index(header.mode),
+            fileformat.METHODS.index(header.plan.method),
+            PATCH,
             _FLAG_STACK if header.stack else 0,
             header.height,
             header.width,
@@ -126,19 +103,15 @@ def pack(header: Header, head_bytes: bytes, tail_bytes: bytes) -> bytes:
         encoded = name.encode()
         body += bytes([len(encoded)]) + encoded + bytes.fromhex(digest)
     body += bytes(header.plane_models)
-    for value in (header.seed_patches, header.seed_length, len(header.group_sizes)):
+    plan = header.plan
+    for value in (plan.seed_patches, plan.seed_length, len(plan.group_sizes)):
         body += _varint(value)
-    for size, lanes in zip(header.group_sizes, header.lanes_added):
+    for size, lanes in zip(plan.group_sizes, plan.lanes_added):
         body += _varint(size) + _varint(lanes)
     for value in (header.num_lanes, len(head_bytes), len(tail_bytes)):
         body += _varint(value)
     body += struct.pack("<I", zlib.crc32(body))
     return bytes(body) + head_bytes + tail_bytes
-
-
-def planes_of(mode: str) -> int:
-    """How many coded planes an image mode has: alpha is a plane of its own."""
-    return {"L": 1, "LA": 2, "RGB": 1, "RGBA": 2}[mode]
 
 
 def _patch_area(height: int, width: int, count: int) -> int:
@@ -154,8 +127,8 @@ def _patch_area(height: int, width: int, count: int) -> int:
 def seed_subpixels(header: Header) -> int:
     """Size in bytes of the seed's pixels: the first ``seed_patches`` patches of the chain."""
     per_plane = -(-header.height // PATCH) * -(-header.width // PATCH)
-    channels = [3 if header.mode.startswith("RGB") else 1, 1][: planes_of(header.mode)]
-    whole, rest = divmod(header.seed_patches, per_plane)  # whole planes, then patches of the next
+    channels = [plane.channels for plane in MODES[header.mode].planes]
+    whole, rest = divmod(header.plan.seed_patches, per_plane)  # whole planes, then patches of the next
     subpixels = 0
     for kind, count in enumerate(channels):  # the first planes of every frame, then the second
         subpixels += count * min(max(whole - kind * header.frames, 0), header.frames) * header.height * header.width
@@ -169,16 +142,17 @@ def _check_structure(header: Header) -> None:
     the seed and groups must cover the patches exactly, groups be 1..MAX_GROUP patches, the
     lanes the groups add be the final lanes (the first group adds one at least), and the
     seed be long enough to inflate to its pixels."""
-    total = planes_of(header.mode) * header.frames * -(-header.height // PATCH) * -(-header.width // PATCH)
-    sizes, lanes = header.group_sizes, header.lanes_added
-    if not 1 <= header.seed_patches <= total or header.seed_patches + sum(sizes) != total:
+    plan = header.plan
+    total = len(MODES[header.mode].planes) * header.frames * -(-header.height // PATCH) * -(-header.width // PATCH)
+    sizes, lanes = plan.group_sizes, plan.lanes_added
+    if not 1 <= plan.seed_patches <= total or plan.seed_patches + sum(sizes) != total:
         raise CorruptFileError("corrupt .bsw file: seed and groups do not cover the image")
-    max_group, max_lanes = _LIMITS[header.version]
+    max_group, max_lanes = plan.version.max_group, plan.version.max_lanes
     if any(not 1 <= size <= max_group for size in sizes):
         raise CorruptFileError(f"corrupt .bsw file: a group is not 1 to {max_group} patches")
     if header.num_lanes != sum(lanes) or header.num_lanes > max_lanes or (lanes and not lanes[0]):
         raise CorruptFileError("corrupt .bsw file: implausible lane counts")
-    if seed_subpixels(header) > DEFLATE_MAX_RATIO * header.seed_length:
+    if seed_subpixels(header) > DEFLATE_MAX_RATIO * plan.seed_length:
         raise CorruptFileError("corrupt .bsw file: the seed is too short for its pixels")
 
 
@@ -189,30 +163,30 @@ def read_header(data: bytes) -> tuple[Header, int]:
     but not checked against ``len(data)`` (:func:`unpack` does that).
     """
     data = memoryview(data)
-    if len(data) < len(MAGIC) or bytes(data[: len(MAGIC)]) != MAGIC:
+    if bytes(data[: len(MAGIC)]) != MAGIC[: len(data)]:
         raise CorruptFileError("not a .bsw file (wrong magic bytes)")
     if len(data) < _FIXED.size:
-        raise CorruptFileError("corrupt .bsw file: header is truncated")
+        raise TruncatedFileError(f"truncated .bsw file: {len(data)} bytes, shorter than any header")
     _, version, mode, method, patch, flags, height, width, frames, crc = _FIXED.unpack_from(data)
-    if version not in READABLE_VERSIONS:
-        known = ", ".join(map(str, READABLE_VERSIONS))
+    if version not in fileformat.VERSIONS:
+        known = ", ".join(map(str, fileformat.VERSIONS))
         raise UnsupportedFormatError(f".bsw format version {version} is not supported (this reader knows versions {known})")
     reader = _Reader(data, _FIXED.size)
     models = []
     for _ in range(reader.take(1)[0]):
         name = reader.take(reader.take(1)[0])
         models.append((name.decode("utf-8", "replace"), reader.take(32).hex()))
-    if mode >= len(MODES) or method >= len(METHODS) or patch != PATCH or flags & ~_FLAG_STACK:
+    if mode >= len(MODES) or method >= len(fileformat.METHODS) or patch != PATCH or flags & ~_FLAG_STACK:
         raise CorruptFileError("corrupt .bsw file: invalid mode, method, patch size or flags")
     if not (height and width and frames):
         raise CorruptFileError("corrupt .bsw file: empty image")
     if frames > 1 and not flags & _FLAG_STACK:
         raise CorruptFileError("corrupt .bsw file: several frames without the stack flag")
-    mode_name = MODES[mode]
-    plane_models = list(reader.take(planes_of(mode_name)))
+    mode_name = _MODE_NAMES[mode]
+    plane_models = list(reader.take(len(MODES[mode_name].planes)))
     seed_patches, seed_length, group_count = reader.varint(), reader.varint(), reader.varint()
-    if group_count > len(data):
-        raise CorruptFileError("corrupt .bsw file: implausible group count")
+    if 2 * group_count > len(data) - reader.offset:
+        raise TruncatedFileError(f"truncated .bsw file: the header lists {group_count} groups, more than {len(data)} bytes hold")
     groups = [(reader.varint(), reader.varint()) for _ in range(group_count)]
     num_lanes, head_length, tail_length = reader.varint(), reader.varint(), reader.varint()
     header_end = reader.offset
@@ -227,21 +201,22 @@ def read_header(data: bytes) -> tuple[Header, int]:
         height=height,
         width=width,
         mode=mode_name,
-        method=METHODS[method],
         pixel_crc=crc,
         frames=frames,
         stack=bool(flags & _FLAG_STACK),
         models=models,
         plane_models=plane_models,
-        seed_patches=seed_patches,
-        seed_length=seed_length,
-        group_sizes=[size for size, _ in groups],
-        lanes_added=[lanes for _, lanes in groups],
+        plan=StreamPlan(
+            method=fileformat.METHODS[method],
+            seed_patches=seed_patches,
+            seed_length=seed_length,
+            group_sizes=[size for size, _ in groups],
+            lanes_added=[lanes for _, lanes in groups],
+            version=fileformat.VERSIONS[version],
+        ),
         num_lanes=num_lanes,
         head_length=head_length,
         tail_length=tail_length,
-        patch_size=patch,
-        version=version,
     )
     _check_structure(header)
     return header, reader.offset
@@ -252,7 +227,7 @@ def unpack(data: bytes) -> tuple[Header, bytes, bytes]:
     header, start = read_header(data)
     end = start + header.head_length + header.tail_length
     if len(data) < end:
-        raise CorruptFileError(f"truncated .bsw file: {len(data)} bytes, header promises {end}")
+        raise TruncatedFileError(f"truncated .bsw file: {len(data)} bytes, the header promises {end}")
     if len(data) > end:
         raise CorruptFileError(f"corrupt .bsw file: {len(data) - end} unexpected bytes after the payload")
     middle = start + header.head_length

@@ -3,12 +3,13 @@
 An entropy model here is a *family* with one parameter per symbol (as in
 constriction): ``DiscretizedLogistic(mean, log_scale, num_bins)`` describes a
 whole tensor of symbols at once, each with its own integer mean and log-scale
-codes (see :mod:`bitswap_plugin.fixedpoint`). It answers the two questions an
-ANS coder asks, for any slice of its symbols:
+codes (see :mod:`bitswap_plugin.fixedpoint`). Every family implements
+:class:`EntropyModel`, the questions an ANS coder asks of any slice of its
+symbols:
 
-* :meth:`ranges` — the (start, frequency) interval of given symbols;
-* :meth:`locate` / :meth:`search` — which symbol owns a given cumulative
-  frequency (with its interval).
+* :meth:`~EntropyModel.ranges` — the (start, frequency) interval of given symbols;
+* :meth:`~EntropyModel.locate` — which symbol owns a given cumulative
+  frequency, with its interval.
 
 Bin ``k`` is centred at ``k`` (in bins); the edge between bins ``k-1`` and
 ``k`` sits at ``k - 0.5``. The first and last bins are open-ended, and every
@@ -16,6 +17,9 @@ bin gets a frequency of at least 1, so every symbol is encodable.
 """
 
 from __future__ import annotations
+
+import copy
+from typing import Protocol
 
 import torch
 
@@ -56,7 +60,28 @@ def _constant(name: str, num_bins: int, device: torch.device) -> torch.Tensor:
     return value
 
 
-class DiscretizedLogistic:
+class EntropyModel(Protocol):
+    """A family of discrete distributions over ``len(model)`` symbols, with frequencies summing
+    to ``2**PRECISION`` each: what :class:`~bitswap_plugin.ans.AnsCoder` codes with."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice) -> "EntropyModel":
+        """The family of the symbols ``index`` selects (what one coding step handles)."""
+
+    def ranges(self, symbols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(start, frequency) of each symbol, flattened: what a push needs."""
+
+    def locate(self, cf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(symbol, start, frequency) of the symbol whose interval holds each ``cf``: what a pop needs."""
+
+    def information(self, symbols: torch.Tensor) -> torch.Tensor:
+        """Bits each symbol costs, ``-log2(freq / TOTAL)`` (float64, for analysis only)."""
+        _, freq = self.ranges(symbols)
+        return PRECISION - torch.log2(freq.to(torch.float64))
+
+
+class DiscretizedLogistic(EntropyModel):
     """Logistic(mean, scale) discretized to bins ``0 .. num_bins - 1``.
 
     ``mean`` and ``log_scale`` are int64 codes of any (equal) shape; symbols are
@@ -88,8 +113,7 @@ class DiscretizedLogistic:
 
     def __getitem__(self, index: slice) -> "DiscretizedLogistic":
         """The family of the symbols ``index`` selects (what one pop step decodes)."""
-        part = object.__new__(DiscretizedLogistic)
-        part.num_bins = self.num_bins
+        part = copy.copy(self)
         part.slope, part.offset = self.slope[index], self.offset[index]
         part.known = None if self.known is None else self.known[index]
         part._inverse = tuple(t[index] for t in self._inverse_cdf())
@@ -181,13 +205,8 @@ class DiscretizedLogistic:
         start, end = edges.gather(0, digit + _constant("pair", self.num_bins, cf.device) + 1)
         return symbol, start, end
 
-    def information(self, symbols: torch.Tensor) -> torch.Tensor:
-        """Bits each symbol costs, ``-log2(freq / TOTAL)`` (float64, for analysis only)."""
-        _, freq = self.ranges(symbols)
-        return PRECISION - torch.log2(freq.to(torch.float64))
 
-
-class SharedLogistic:
+class SharedLogistic(EntropyModel):
     """``count`` symbols under one and the same :class:`DiscretizedLogistic` (a top prior), tabulated.
 
     Gives exactly that distribution's intervals, but a pop looks its symbol up
@@ -204,8 +223,8 @@ class SharedLogistic:
         return self.count
 
     def __getitem__(self, index: slice) -> "SharedLogistic":
-        part = object.__new__(SharedLogistic)
-        part.table, part.num_bins, part.count = self.table, self.num_bins, len(range(*index.indices(self.count)))
+        part = copy.copy(self)
+        part.count = len(range(*index.indices(self.count)))
         return part
 
     def ranges(self, symbols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

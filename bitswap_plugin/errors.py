@@ -14,8 +14,16 @@ class InvalidImageError(BitSwapError):
     """The array or image given to the encoder cannot be coded (dtype, shape, mode)."""
 
 
+class InvalidOptionError(BitSwapError):
+    """An option has a value this version does not know (a method, a layout, a configuration)."""
+
+
 class CorruptFileError(BitSwapError):
     """A .bsw stream is truncated, damaged, or not a .bsw stream at all."""
+
+
+class TruncatedFileError(CorruptFileError):
+    """A .bsw stream ends before its header or payload does (an incomplete download or copy)."""
 
 
 class UnsupportedFormatError(BitSwapError):

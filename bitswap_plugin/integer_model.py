@@ -12,8 +12,14 @@ bound). A network is::
 
 with ``rq(acc) = floor((acc + bias) * multiplier / 2**shift)`` per output
 channel (:func:`~bitswap_plugin.fixedpoint.requantize`). The parameters come
-from :meth:`IntegerVAE.from_float`, which uses the very functions the float
-model's quantized mode uses, so both produce the same codes.
+from training's :func:`~bitswap_plugin.model.export_integer_model`, which uses
+the very functions the float model's quantized mode uses, so both produce the
+same codes; this module never imports training code.
+
+:class:`IntegerVAE` answers the coder in entropy models
+(:mod:`bitswap_plugin.distributions`): posteriors, priors, the likelihood of
+the pixels and the top prior, so the coder never builds a distribution or
+computes latent geometry itself.
 
 Tensors hold integers, but not necessarily as int64: where the bounds prove
 every value and every ``(acc + bias) * multiplier`` below 2**53, activations
@@ -21,8 +27,8 @@ and the residual stream stay in float64 and a requantization is one
 multiply-add and a floor (all exact there), which is several times cheaper
 than int64 arithmetic; elsewhere it runs in int64.
 
-Files are safetensors (no pickle) with the :class:`~bitswap_plugin.model.ModelConfig`
-as JSON in the metadata.
+Files are safetensors (no pickle) with the architecture id and the
+:class:`~bitswap_plugin.architecture.ModelConfig` as JSON in the metadata.
 """
 
 from __future__ import annotations
@@ -30,34 +36,30 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 
-from .distributions import TOTAL, DiscretizedLogistic
-from .errors import BitSwapError, CorruptFileError, UnsupportedFormatError
-from .fixedpoint import FLOAT64_EXACT_LIMIT, exact_conv2d, requantize
-from .model import (
+from .architecture import (
     ACT_MAX,
+    ARCHITECTURE,
     MAX_SHIFT,
     MULT_BITS,
     PIXEL_BINS,
-    BitSwapVAE,
+    ChannelConditionedLogistic,
     ModelConfig,
-    Net,
     NetSpec,
-    QConv,
-    Requant,
-    channel_mean,
     latents_to_input,
     net_specs,
     pixels_to_input,
-    qrelu_params,
     split_head,
-    top_prior_codes,
+    top_prior,
 )
+from .distributions import TOTAL, DiscretizedLogistic, SharedLogistic
+from .errors import BitSwapError, CorruptFileError, UnsupportedFormatError
+from .fixedpoint import FLOAT64_EXACT_LIMIT, exact_conv2d, requantize
 
 FORMAT = "bitswap-integer-vae"
 FORMAT_VERSION = "1"
@@ -67,7 +69,7 @@ _MAX_PRODUCT = float(1 << 62)
 """Load-time limit of (|acc| + |bias|) * multiplier, so requantization cannot overflow int64."""
 
 
-class _Requant:
+class Requantizer:
     """Per-channel floor((acc + bias) * multiplier / 2**shift)."""
 
     def __init__(self, bias: torch.Tensor, multiplier: torch.Tensor, shift: int) -> None:
@@ -114,11 +116,7 @@ class _Requant:
             self._float = tuple(t.to(device) for t in self._float)
 
     @classmethod
-    def from_float(cls, rq: Requant) -> _Requant:
-        return cls(rq.bias.detach().cpu().to(torch.int64), rq.multiplier.detach().cpu().to(torch.int64), rq.shift)
-
-    @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str, channels: int) -> _Requant:
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str, channels: int) -> Requantizer:
         bias = _get(tensors, f"{prefix}.bias", (channels,))
         multiplier = _get(tensors, f"{prefix}.multiplier", (channels,))
         shift = int(_get(tensors, f"{prefix}.shift", (1,))[0])
@@ -134,10 +132,10 @@ class _Requant:
             raise CorruptFileError(f"{prefix}.bias out of range")
 
 
-class _Conv:
+class IntegerConv:
     """Integer same-padded convolution followed by requantization."""
 
-    def __init__(self, weight: torch.Tensor, rq: _Requant, in_max: int) -> None:
+    def __init__(self, weight: torch.Tensor, rq: Requantizer, in_max: int) -> None:
         self.weight = weight.to(torch.float32, memory_format=torch.channels_last)  # small integers, exact in float32
         self.rq = rq
         self.in_max = in_max
@@ -158,31 +156,26 @@ class _Conv:
         self.rq.to(device)
 
     @classmethod
-    def from_float(cls, conv: QConv, in_step: float, out_step: torch.Tensor, out_offset: torch.Tensor | None = None) -> _Conv:
-        w_int, rq = conv.quant_params(in_step, out_step, out_offset)
-        return cls(w_int.detach().cpu().to(torch.int64), _Requant.from_float(rq), conv.in_max)
-
-    @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str, shape: tuple[int, ...], in_max: int) -> _Conv:
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str, shape: tuple[int, ...], in_max: int) -> IntegerConv:
         weight = _get(tensors, f"{prefix}.weight", shape)
         if bool((weight.abs() > 1 << 16).any()):
             raise CorruptFileError(f"{prefix}.weight out of range")
-        conv = cls(weight, _Requant.from_tensors(tensors, prefix, shape[0]), in_max)
+        conv = cls(weight, Requantizer.from_tensors(tensors, prefix, shape[0]), in_max)
         if conv.bound != int(_get(tensors, f"{prefix}.bound", (1,))[0]) or conv.bound >= _MAX_BOUND:
             raise CorruptFileError(f"{prefix}.bound does not match the weights")
         conv.rq.check_range(prefix, conv.bound)
         return conv
 
 
-class _Block:
-    def __init__(self, act_in: _Requant, conv1: _Conv, conv2: _Conv) -> None:
+class IntegerBlock:
+    def __init__(self, act_in: Requantizer, conv1: IntegerConv, conv2: IntegerConv) -> None:
         self.act_in, self.conv1, self.conv2 = act_in, conv1, conv2
 
 
-class _IntNet:
+class IntegerNet:
     """One integer network; see the module docstring."""
 
-    def __init__(self, spec: NetSpec, conv_in: _Conv, blocks: list[_Block], act_head: _Requant, head: _Conv) -> None:
+    def __init__(self, spec: NetSpec, conv_in: IntegerConv, blocks: list[IntegerBlock], act_head: Requantizer, head: IntegerConv) -> None:
         self.spec, self.conv_in, self.blocks, self.act_head, self.head = spec, conv_in, blocks, act_head, head
         writers = [conv_in] + [block.conv2 for block in blocks]
         residual_bound = sum(conv.rq.out_bound(conv.bound) for conv in writers)
@@ -203,7 +196,7 @@ class _IntNet:
         codes = self.head(self.act_head(h).clamp_(0, ACT_MAX))
         return split_head(codes.to(torch.int64, memory_format=torch.contiguous_format), self.spec)
 
-    def parts(self, prefix: str) -> Iterator[tuple[str, _Conv | _Requant]]:
+    def parts(self, prefix: str) -> Iterator[tuple[str, IntegerConv | Requantizer]]:
         yield f"{prefix}.conv_in", self.conv_in
         for j, block in enumerate(self.blocks):
             yield f"{prefix}.blocks.{j}.act_in", block.act_in
@@ -213,39 +206,20 @@ class _IntNet:
         yield f"{prefix}.head", self.head
 
     @classmethod
-    def from_float(cls, net: Net) -> _IntNet:
-        spec, rs = net.spec, float(net.residual_step)
-        conv_in = _Conv.from_float(net.conv_in, spec.in_step, net.residual_step)
-        blocks = []
-        for b in net.blocks:
-            a_in, a_mid = float(b.act_in_step), float(b.act_mid_step)
-            blocks.append(
-                _Block(
-                    _Requant.from_float(qrelu_params(rs, a_in)),
-                    _Conv.from_float(b.conv1, a_in, b.act_mid_step),
-                    _Conv.from_float(b.conv2, a_mid, net.residual_step),
-                )
-            )
-        a_head = float(net.act_head_step)
-        act_head = _Requant.from_float(qrelu_params(rs, a_head))
-        head = _Conv.from_float(net.head, a_head, 1.0 / net.head_gain, net.head_offset)
-        return cls(spec, conv_in, blocks, act_head, head)
-
-    @classmethod
-    def from_tensors(cls, spec: NetSpec, config: ModelConfig, tensors: dict[str, torch.Tensor], prefix: str) -> _IntNet:
+    def from_tensors(cls, spec: NetSpec, config: ModelConfig, tensors: dict[str, torch.Tensor], prefix: str) -> IntegerNet:
         w, k = config.width, spec.first_kernel
-        conv_in = _Conv.from_tensors(tensors, f"{prefix}.conv_in", (w, spec.in_channels, k, k), spec.in_max)
+        conv_in = IntegerConv.from_tensors(tensors, f"{prefix}.conv_in", (w, spec.in_channels, k, k), spec.in_max)
         blocks = [
-            _Block(
-                _Requant.from_tensors(tensors, f"{prefix}.blocks.{j}.act_in", 1),
-                _Conv.from_tensors(tensors, f"{prefix}.blocks.{j}.conv1", (w, w, 3, 3), ACT_MAX),
-                _Conv.from_tensors(tensors, f"{prefix}.blocks.{j}.conv2", (w, w, 3, 3), ACT_MAX),
+            IntegerBlock(
+                Requantizer.from_tensors(tensors, f"{prefix}.blocks.{j}.act_in", 1),
+                IntegerConv.from_tensors(tensors, f"{prefix}.blocks.{j}.conv1", (w, w, 3, 3), ACT_MAX),
+                IntegerConv.from_tensors(tensors, f"{prefix}.blocks.{j}.conv2", (w, w, 3, 3), ACT_MAX),
             )
             for j in range(config.res_blocks)
         ]
-        act_head = _Requant.from_tensors(tensors, f"{prefix}.act_head", 1)
+        act_head = Requantizer.from_tensors(tensors, f"{prefix}.act_head", 1)
         head_shape = (2 * spec.out_channels + spec.coef_channels, w, 3, 3)
-        head = _Conv.from_tensors(tensors, f"{prefix}.head", head_shape, ACT_MAX)
+        head = IntegerConv.from_tensors(tensors, f"{prefix}.head", head_shape, ACT_MAX)
         return cls(spec, conv_in, blocks, act_head, head)
 
 
@@ -274,44 +248,57 @@ class IntegerVAE:
     All codes are int64: means in bins with 8 fractional bits, log-scales with 6
     (see :mod:`bitswap_plugin.fixedpoint`). Inputs may be any size that is a
     multiple of 2 (pixels) / 1 (latents) of the patch grid; networks are fully
-    convolutional.
+    convolutional. ``batch`` arguments split a call into network calls of that
+    many patches (memory and speed only: the integer networks give the same
+    codes for any split).
     """
 
-    def __init__(self, config: ModelConfig, posterior_nets: list[_IntNet], prior_nets: list[_IntNet]) -> None:
+    architecture = ARCHITECTURE
+    likelihood_type = ChannelConditionedLogistic
+    """The entropy model of the pixels given z1 (:meth:`likelihood`)."""
+
+    def __init__(self, config: ModelConfig, posterior_nets: list[IntegerNet], prior_nets: list[IntegerNet]) -> None:
         self.config = config
         self._q = posterior_nets
         self._p = prior_nets
         self.content_hash = self._canonical_hash()
 
-    @classmethod
-    def from_float(cls, model: BitSwapVAE) -> IntegerVAE:
-        """Export a calibrated (quantized-mode) float model; its quantized outputs are reproduced exactly."""
-        if not model.quantized:
-            raise BitSwapError("the float model must be calibrated (quantized mode) before export")
-        with torch.no_grad():
-            return cls(model.config, [_IntNet.from_float(n) for n in model.q], [_IntNet.from_float(n) for n in model.p])
+    # -- network codes ----------------------------------------------------
 
-    def posterior(self, level: int, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def posterior_codes(self, level: int, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes of q(z_{level+1} | .): level 0 takes pixels (N,C,H,W) in 0..255, level i>=1 z_i bins."""
         k = self.config.latent_bins
         if level == 0:
             return self._q[0](pixels_to_input(_check_input(inp, PIXEL_BINS, "pixels")))
         return self._q[level](latents_to_input(_check_input(inp, k, "latent bins"), k))
 
-    def prior(self, level: int, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def prior_codes(self, level: int, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Codes of p(z_level | z_{level+1}); at level 0 of p(x | z1) (pixel bins, N,C,2h,2w), plus
-        the (N,3,2h,2w) channel-conditioning coefficients if the model has them (see
-        :func:`pixel_distributions`)."""
+        the (N,3,2h,2w) channel-conditioning coefficients if the model has them."""
         k = self.config.latent_bins
         return self._p[level](latents_to_input(_check_input(z, k, "latent bins"), k))
 
-    def top_prior(self, shape: tuple[int, ...], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        """Codes of the standard logistic top prior p(z_L)."""
-        mean, log_scale = top_prior_codes(self.config)
-        return (
-            torch.full(shape, mean, dtype=torch.int64, device=device),
-            torch.full(shape, log_scale, dtype=torch.int64, device=device),
-        )
+    # -- entropy models ---------------------------------------------------
+
+    def posterior(self, level: int, below: torch.Tensor, batch: int | None = None) -> DiscretizedLogistic:
+        """q(z_{level+1} | z_level), ``below`` being pixels at level 0."""
+        return DiscretizedLogistic(*_batched(self.posterior_codes, level, below, batch), self.config.latent_bins)
+
+    def prior(self, level: int, above: torch.Tensor, batch: int | None = None) -> DiscretizedLogistic:
+        """p(z_level | z_{level+1}) for 1 <= level < L."""
+        if not 1 <= level < self.config.latent_layers:
+            raise ValueError(f"latent prior levels are 1..{self.config.latent_layers - 1}, got {level}")
+        return DiscretizedLogistic(*_batched(self.prior_codes, level, above, batch), self.config.latent_bins)
+
+    def likelihood(self, z1: torch.Tensor, known: torch.Tensor | None = None, batch: int | None = None) -> ChannelConditionedLogistic:
+        """p(x | z1); ``known`` marks padding pixels (coded at zero bits)."""
+        return self.likelihood_type(_batched(self.prior_codes, 0, z1, batch), known)
+
+    def top_prior(self, count: int, device: torch.device | str = "cpu") -> SharedLogistic:
+        """p(z_L) of ``count`` symbols: the standard logistic, one table for all."""
+        return top_prior(self.config, count, device)
+
+    # -- parameters -------------------------------------------------------
 
     def to(self, device: torch.device | str) -> IntegerVAE:
         """Move all tensors to ``device`` (in place); returns self."""
@@ -321,9 +308,9 @@ class IntegerVAE:
 
     def conv_bounds(self) -> dict[str, int]:
         """The exactness bound of every convolution, by name."""
-        return {name: part.bound for name, part in self._parts() if isinstance(part, _Conv)}
+        return {name: part.bound for name, part in self._parts() if isinstance(part, IntegerConv)}
 
-    def _parts(self) -> Iterator[tuple[str, _Conv | _Requant]]:
+    def _parts(self) -> Iterator[tuple[str, IntegerConv | Requantizer]]:
         for kind, nets in (("q", self._q), ("p", self._p)):
             for level, net in enumerate(nets):
                 yield from net.parts(f"{kind}.{level}")
@@ -336,7 +323,12 @@ class IntegerVAE:
         return out
 
     def metadata(self) -> dict[str, str]:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_json()}
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "architecture": self.architecture,
+            "config": self.config.to_json(),
+        }
 
     def _canonical_hash(self) -> str:
         """sha256 of a canonical serialisation: metadata JSON, then each tensor (sorted by name)."""
@@ -345,6 +337,30 @@ class IntegerVAE:
             digest.update(f"\n{name}:{list(t.shape)}\n".encode())
             digest.update(t.numpy().astype("<i8").tobytes())
         return digest.hexdigest()
+
+    @classmethod
+    def from_tensors(cls, metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> IntegerVAE:
+        """The model a file holds (its metadata and tensors), validating every tensor."""
+        try:
+            config = ModelConfig.from_json(metadata.get("config", ""))
+        except BitSwapError as exc:
+            raise CorruptFileError(f"bad model config: {exc}") from None
+        q_specs, p_specs = net_specs(config)
+        q = [IntegerNet.from_tensors(s, config, tensors, f"q.{i}") for i, s in enumerate(q_specs)]
+        p = [IntegerNet.from_tensors(s, config, tensors, f"p.{i}") for i, s in enumerate(p_specs)]
+        model = cls(config, q, p)
+        extra = set(tensors) - set(model.tensors())
+        if extra:
+            raise CorruptFileError(f"model file has unexpected tensors {sorted(extra)[:5]}")
+        return model
+
+
+def _batched(codes: Callable[..., tuple[torch.Tensor, ...]], level: int, inp: torch.Tensor, batch: int | None) -> tuple[torch.Tensor, ...]:
+    """``codes(level, inp)`` computed ``batch`` patches at a time (all at once for None)."""
+    if batch is None or inp.shape[0] <= batch:
+        return codes(level, inp)
+    parts = [codes(level, inp[i : i + batch]) for i in range(0, inp.shape[0], batch)]
+    return tuple(torch.cat(part) for part in zip(*parts))
 
 
 def save_integer_model(model: IntegerVAE, path: str | os.PathLike) -> None:
@@ -357,11 +373,15 @@ def save_integer_model(model: IntegerVAE, path: str | os.PathLike) -> None:
         f.write(safetensors_save(tensors, metadata=model.metadata()))
 
 
-def load_integer_model(path: str | os.PathLike) -> IntegerVAE:
-    """Read a model written by :func:`save_integer_model` (no pickle), validating every tensor."""
+def read_model_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of an integer model file (safetensors, no pickle) of a format this reader knows.
+
+    The metadata's ``architecture`` (``bitswap-vae`` when absent, as in the
+    first files) says which model class reads the tensors.
+    """
     try:
         with safe_open(os.fspath(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+            metadata = dict(f.metadata() or {})
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         if isinstance(exc, FileNotFoundError):
@@ -371,41 +391,8 @@ def load_integer_model(path: str | os.PathLike) -> IntegerVAE:
         raise CorruptFileError(f"{os.fspath(path)!r} is not a {FORMAT} file")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise UnsupportedFormatError(f"unsupported model format version {metadata.get('format_version')!r}")
-    try:
-        config = ModelConfig.from_json(metadata.get("config", ""))
-    except BitSwapError as exc:
-        raise CorruptFileError(f"bad model config: {exc}") from None
-    q_specs, p_specs = net_specs(config)
-    q = [_IntNet.from_tensors(s, config, tensors, f"q.{i}") for i, s in enumerate(q_specs)]
-    p = [_IntNet.from_tensors(s, config, tensors, f"p.{i}") for i, s in enumerate(p_specs)]
-    model = IntegerVAE(config, q, p)
-    extra = set(tensors) - set(model.tensors())
-    if extra:
-        raise CorruptFileError(f"model file has unexpected tensors {sorted(extra)[:5]}")
-    return model
-
-
-def pixel_distributions(
-    codes: tuple[torch.Tensor, ...], x: torch.Tensor, known: torch.Tensor | None = None
-) -> Iterator[tuple[slice, DiscretizedLogistic]]:
-    """The distributions of p(x|z1) in decoding order, as (channels, distribution) pairs.
-
-    ``codes`` is :meth:`IntegerVAE.prior` at level 0. Without channel
-    conditioning there is one distribution for all channels; with it, one per
-    channel, each built only when the generator is advanced, from the channels
-    of ``x`` before it, so a decoder fills ``x[:, channels]`` before asking for
-    the next. ``known`` marks padding (see :class:`DiscretizedLogistic`).
-    """
-    mean, log_scale, *coefs = codes
-    if known is not None:
-        known = known.expand(mean.shape)
-    if not coefs:
-        yield slice(None), DiscretizedLogistic(mean, log_scale, PIXEL_BINS, known)
-        return
-    for c in range(mean.shape[1]):
-        channel_known = None if known is None else known[:, c]
-        mean_c = channel_mean(mean, coefs[0], x, c, exact=True)
-        yield slice(c, c + 1), DiscretizedLogistic(mean_c, log_scale[:, c], PIXEL_BINS, channel_known)
+    metadata.setdefault("architecture", ARCHITECTURE)
+    return metadata, tensors
 
 
 @torch.no_grad()
@@ -414,24 +401,22 @@ def integer_neg_elbo(model: IntegerVAE, x: torch.Tensor, generator: torch.Genera
 
     Latents are drawn exactly from the integer posteriors' quantized
     frequencies, and every term is the ANS cost ``-log2(freq / 2**PRECISION)``
-    of :class:`~bitswap_plugin.distributions.DiscretizedLogistic`.
+    of the model's entropy models.
     """
-    k = model.config.latent_bins
     x = x.to(torch.int64)
     bits = torch.zeros((), dtype=torch.float64)
-    latent_shape = (x.shape[0], model.config.latent_channels, x.shape[2] // 2, x.shape[3] // 2)
+    latent_shape = model.config.latent_shape(x.shape[0])
     zs = []
     inp = x
     for level in range(model.config.latent_layers):
-        dist = DiscretizedLogistic(*model.posterior(level, inp), k)
-        u = torch.randint(0, TOTAL, (len(dist),), generator=generator, device=x.device)
-        z = dist.search(u)
+        dist = model.posterior(level, inp)
+        z = dist.locate(torch.randint(0, TOTAL, (len(dist),), generator=generator, device=x.device))[0]
         bits -= dist.information(z).sum()
         inp = z.view(latent_shape)
         zs.append(inp)
-    for channels, dist in pixel_distributions(model.prior(0, zs[0]), x):
+    for channels, dist in model.likelihood(zs[0]).steps(x):
         bits += dist.information(x[:, channels]).sum()
     for level in range(1, model.config.latent_layers):
-        bits += DiscretizedLogistic(*model.prior(level, zs[level]), k).information(zs[level - 1]).sum()
-    bits += DiscretizedLogistic(*model.top_prior(zs[-1].shape), k).information(zs[-1]).sum()
+        bits += model.prior(level, zs[level]).information(zs[level - 1]).sum()
+    bits += model.top_prior(zs[-1].numel()).information(zs[-1]).sum()
     return float(bits) / x.numel()

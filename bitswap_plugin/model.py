@@ -1,18 +1,11 @@
-"""Bit-Swap hierarchical VAE: configuration, float training model and loss.
+"""Training only: the float Bit-Swap VAE, its quantization-aware mode, loss and export.
 
-The model is the Markov chain x -> z1 -> ... -> zL of Bit-Swap (Kingma,
-Abbeel, Ho 2019), scaled down and built so that it converts exactly to the
-integer network of :mod:`bitswap_plugin.integer_model`:
-
-* x (C x 32 x 32) is space-to-depth squeezed to 4C x 16 x 16; every latent
-  layer is ``latent_channels`` x 16 x 16. All networks are fully
-  convolutional with zero 'same' padding.
-* every network is conv_in -> pre-activation ResNet blocks
-  ``h = h + conv2(qrelu(conv1(qrelu(h))))`` -> qrelu -> head conv, and its head
-  gives, per output element, a mean and a log-scale *code* in bin coordinates
-  (see :mod:`bitswap_plugin.fixedpoint`).
-* network inputs are odd integers: a pixel p enters as ``2p - 255``, a latent
-  bin k as ``2k - (K - 1)``.
+The architecture (configuration, network geometry, heads, likelihood) is
+:mod:`bitswap_plugin.architecture`; this module builds the trainable float
+networks on it, so that they convert exactly to the integer networks of
+:mod:`bitswap_plugin.integer_model` (:func:`export_integer_model`). Every
+network is conv_in -> pre-activation ResNet blocks
+``h = h + conv2(qrelu(conv1(qrelu(h))))`` -> qrelu -> head conv.
 
 Two forward modes share the parameters:
 
@@ -31,170 +24,47 @@ Two forward modes share the parameters:
 
 from __future__ import annotations
 
-import dataclasses
-import decimal
-import json
 import math
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import BitSwapError
-from .fixedpoint import (
-    FLOAT32_EXACT_LIMIT,
-    LOG_SCALE_FRAC,
-    LOG_SCALE_MAX,
-    LOG_SCALE_MIN,
-    MEAN_FRAC,
+from .architecture import (
+    ACT_MAX,
+    COEF_FRAC,
+    MAX_SHIFT,
+    MULT_BITS,
+    PIXEL_BINS,
+    ModelConfig,
+    NetSpec,
+    conditioned_mean,
+    latents_to_input,
+    net_specs,
+    pixels_to_input,
+    split_head,
+    straight_through,
+    top_prior_codes,
 )
+from .errors import BitSwapError
+from .fixedpoint import FLOAT32_EXACT_LIMIT, LOG_SCALE_FRAC, MEAN_FRAC
+from .integer_model import IntegerBlock, IntegerConv, IntegerNet, IntegerVAE, Requantizer
 
-PIXEL_BINS = 256
-ACT_MAX = 255
-"""Activations after qrelu are integers in [0, ACT_MAX]."""
 WEIGHT_MAX = 2047
 """Weights are at most 12-bit signed integers (fewer where the conv bound requires)."""
-MULT_BITS = 20
-"""Requantization multipliers of a layer lie below 2**MULT_BITS (the largest at or above half of it)."""
 RESIDUAL_HEADROOM = 16.0
 """The residual stream's step is the finest activation step reading it divided by this."""
 CALIBRATION_QUANTILE = 0.9999
 """Activation clip = this quantile of a qrelu site's input on the calibration batch."""
-MAX_SHIFT = 48
 _BIAS_LIMIT = float(1 << 24)
 """With |acc| < 2**24, |bias| <= 2**24 + half an output step, multipliers < 2**MULT_BITS and
 shifts <= MAX_SHIFT, (acc + bias) * multiplier stays below 2**53: float64 emulates it exactly."""
 _LN2 = math.log(2.0)
-CONDITIONING_COEFS = 3
-"""Per pixel: G += a*R; B += b*R + c*G (R, G centred, in bins)."""
-COEF_FRAC = 8
-"""Conditioning coefficients are codes with this many fractional bits, clamped to |coef| <= 2."""
-COEF_MAX = 2 << COEF_FRAC
-_COEF_DIVISOR = 1 << (COEF_FRAC + 1 - MEAN_FRAC)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Hyper-parameters of a Bit-Swap model (JSON-serialisable)."""
-
-    channels: int = 3
-    latent_channels: int = 8
-    latent_layers: int = 2
-    width: int = 64
-    res_blocks: int = 2
-    latent_bins: int = 1024
-    latent_step_bits: int = 6
-    channel_conditioning: bool = False
-    """p(x|z1) conditions G on R and B on R, G within each pixel (RGB only): three parallel decode steps."""
-    name: str = "bitswap"
-
-    def __post_init__(self) -> None:
-        checks = {
-            "channels": self.channels in (1, 3),
-            "latent_channels": 1 <= self.latent_channels <= 256,
-            "latent_layers": 1 <= self.latent_layers <= 8,
-            "width": 1 <= self.width <= 1024,
-            "res_blocks": 0 <= self.res_blocks <= 32,
-            "latent_bins": 2 <= self.latent_bins <= 1 << 16 and self.latent_bins % 2 == 0,
-            "latent_step_bits": 0 <= self.latent_step_bits <= 16,
-            "channel_conditioning": not self.channel_conditioning or self.channels == 3,
-            "name": isinstance(self.name, str) and 0 < len(self.name) <= 64,
-        }
-        for field, ok in checks.items():
-            if not ok:
-                raise BitSwapError(f"invalid model config field {field}={getattr(self, field)!r}")
-
-    @property
-    def delta(self) -> float:
-        """Latent bin width in value units."""
-        return 2.0 ** -self.latent_step_bits
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
-        try:
-            data = json.loads(text)
-        except (TypeError, ValueError) as exc:
-            raise BitSwapError(f"model config is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise BitSwapError("model config must be a JSON object")
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        unknown = set(data) - set(fields)
-        if unknown:
-            raise BitSwapError(f"unknown model config fields: {sorted(unknown)}")
-        for key, value in data.items():
-            wanted = {"name": str, "channel_conditioning": bool}.get(key, int)
-            if type(value) is not wanted:
-                raise BitSwapError(f"model config field {key} must be {wanted.__name__}")
-        return cls(**data)
-
-
-def top_prior_codes(config: ModelConfig) -> tuple[int, int]:
-    """(mean, log-scale) codes of the standard logistic top prior, computed without float math."""
-    mean = (config.latent_bins - 1) << (MEAN_FRAC - 1)
-    ctx = decimal.Context(prec=40)
-    log_scale = ctx.multiply(ctx.ln(decimal.Decimal(2)), config.latent_step_bits << LOG_SCALE_FRAC)
-    return mean, int(log_scale.to_integral_value(decimal.ROUND_HALF_EVEN))
-
-
-def mean_code_range(num_bins: int) -> tuple[int, int]:
-    """Mean codes are clamped to [-1, num_bins] bins."""
-    return -(1 << MEAN_FRAC), num_bins << MEAN_FRAC
-
-
-class NetSpec(NamedTuple):
-    """Static description of one network of the chain."""
-
-    in_channels: int
-    out_channels: int
-    in_max: int
-    """Largest |integer input|."""
-    in_step: float
-    """Value units per integer input unit."""
-    first_kernel: int
-    num_bins: int
-    """Output bins: 256 for pixels, K for latents."""
-    bins_per_unit: float
-    """Output bins per value unit: 127.5 for pixels (values in [-1, 1]), 1/delta for latents."""
-    pixel_output: bool
-    coef_channels: int = 0
-    """Extra head outputs: channel-conditioning coefficients (squeezed) of p(x|z1)."""
-
-
-def net_specs(config: ModelConfig) -> tuple[list[NetSpec], list[NetSpec]]:
-    """Specs of the posterior nets q(z1|x), q(z_{i+1}|z_i) and prior nets p(x|z1), p(z_i|z_{i+1})."""
-    c4, zc, k = 4 * config.channels, config.latent_channels, config.latent_bins
-    lat_in, lat_unit = config.delta / 2, 1.0 / config.delta
-    q = [NetSpec(c4, zc, ACT_MAX, 1.0 / ACT_MAX, 5, k, lat_unit, False)]
-    coefs = 4 * CONDITIONING_COEFS if config.channel_conditioning else 0
-    p = [NetSpec(zc, c4, k - 1, lat_in, 3, PIXEL_BINS, ACT_MAX / 2, True, coefs)]
-    for _ in range(config.latent_layers - 1):
-        q.append(NetSpec(zc, zc, k - 1, lat_in, 3, k, lat_unit, False))
-        p.append(NetSpec(zc, zc, k - 1, lat_in, 3, k, lat_unit, False))
-    return q, p
-
-
-def pixels_to_input(x: torch.Tensor) -> torch.Tensor:
-    """Pixels (N, C, H, W) in 0..255 -> squeezed odd integers 2p - 255, (N, 4C, H/2, W/2)."""
-    return 2 * F.pixel_unshuffle(x, 2) - ACT_MAX
-
-
-def latents_to_input(z: torch.Tensor, num_bins: int) -> torch.Tensor:
-    """Latent bins k -> odd integers 2k - (K - 1)."""
-    return 2 * z - (num_bins - 1)
 
 
 # ----------------------------------------------------------------------------
 # Straight-through quantizers (values are exact integers held in floats).
-
-
-def _ste(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
-    """Value of ``quantized``, gradient of ``x``. Exact when ``quantized`` is x rounded to an integer."""
-    return x + (quantized - x).detach()
 
 
 def _pow2(exp: int) -> float:
@@ -223,7 +93,7 @@ def requant_params(ratio: torch.Tensor, bias_acc: torch.Tensor) -> Requant:
     multiplier = torch.round(ratio * _pow2(shift))
     biased = bias_acc + 0.5 / ratio
     bias = torch.where(multiplier > 0, torch.round(biased), 0.0)  # a zero multiplier makes the bias moot
-    return Requant(_ste(biased, bias), multiplier, shift)
+    return Requant(straight_through(biased, bias), multiplier, shift)
 
 
 def _apply_requant(acc: torch.Tensor, rq: Requant) -> torch.Tensor:
@@ -231,7 +101,7 @@ def _apply_requant(acc: torch.Tensor, rq: Requant) -> torch.Tensor:
     view = (1, -1, 1, 1)
     bias, multiplier = rq.bias.to(acc.device), rq.multiplier.to(acc.device)
     y = (acc.double() + bias.view(view)) * (multiplier.view(view) * _pow2(-rq.shift))
-    return _ste(y, torch.floor(y))
+    return straight_through(y, torch.floor(y))
 
 
 class QConv(nn.Module):
@@ -278,7 +148,7 @@ class QConv(nn.Module):
             ]
         ).amax(0)
         w_scaled = w / step.view(-1, 1, 1, 1)
-        w_int = _ste(w_scaled, torch.round(w_scaled)).float()
+        w_int = straight_through(w_scaled, torch.round(w_scaled)).float()
         acc_step = in_step * step
         return w_int, requant_params(acc_step / out_step.detach(), b / acc_step)
 
@@ -310,46 +180,6 @@ class ResBlock(nn.Module):
         self.conv2 = QConv(width, width, 3, ACT_MAX, zero_init=True)
         self.register_buffer("act_in_step", torch.ones((), dtype=torch.float64))
         self.register_buffer("act_mid_step", torch.ones((), dtype=torch.float64))
-
-
-def split_head(codes: torch.Tensor, spec: "NetSpec") -> tuple[torch.Tensor, ...]:
-    """Head output -> clamped (mean, log-scale[, coefficients]) codes, at pixel resolution for p(x|z1)."""
-    n = spec.out_channels
-    mean = codes[:, :n].clamp(*mean_code_range(spec.num_bins))
-    log_scale = codes[:, n : 2 * n].clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
-    parts = [mean, log_scale]
-    if spec.coef_channels:
-        parts.append(codes[:, 2 * n :].clamp(-COEF_MAX, COEF_MAX))
-    if spec.pixel_output:
-        parts = [F.pixel_shuffle(t, 2) for t in parts]
-    return tuple(parts)
-
-
-def channel_mean(mean: torch.Tensor, coefs: torch.Tensor | None, x: torch.Tensor, channel: int, exact: bool) -> torch.Tensor:
-    """Mean code of pixel ``channel`` given the pixels of the channels before it, (N, H, W).
-
-    ``mean`` and ``coefs`` are p(x|z1)'s codes (N, C, H, W) and (N, 3, H, W)
-    (``coefs`` None: no conditioning); only ``x[:, :channel]`` is read. With
-    ``exact`` the shift is floored, as the integer model does.
-    """
-    if coefs is None or channel == 0:
-        return mean[:, channel]
-    centred = 2 * x[:, :channel] - ACT_MAX
-    used = coefs[:, :1] if channel == 1 else coefs[:, 1:]
-    shift = (used * centred).sum(1)
-    if not shift.is_floating_point():
-        shift = torch.div(shift, _COEF_DIVISOR, rounding_mode="floor")
-    else:
-        shift = shift / _COEF_DIVISOR  # exact: the divisor is a power of two
-        shift = _ste(shift, torch.floor(shift)) if exact else shift
-    return (mean[:, channel] + shift).clamp(*mean_code_range(PIXEL_BINS))
-
-
-def conditioned_mean(mean: torch.Tensor, coefs: torch.Tensor | None, x: torch.Tensor, exact: bool) -> torch.Tensor:
-    """Mean codes of all pixel channels given ``x`` itself (encoder side and training)."""
-    if coefs is None:
-        return mean
-    return torch.stack([channel_mean(mean, coefs, x, c, exact) for c in range(mean.shape[1])], 1)
 
 
 class Net(nn.Module):
@@ -506,7 +336,7 @@ class BitSwapVAE(nn.Module):
         z = mean + torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))
         k = self.config.latent_bins
         if self.quantized:
-            return _ste(z, torch.round(z).clamp(0, k - 1))
+            return straight_through(z, torch.round(z).clamp(0, k - 1))
         return z.clamp(-0.5, k - 0.5)
 
     def _latent_log_prob(self, z: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
@@ -591,3 +421,42 @@ def load_float_model(path: str) -> BitSwapVAE:
     model = BitSwapVAE(ModelConfig.from_json(data["config"]))
     model.load_state_dict(data["state_dict"])
     return model
+
+
+# ----------------------------------------------------------------------------
+# Export: the integer model that reproduces the quantized mode exactly.
+
+
+def _export_requant(rq: Requant) -> Requantizer:
+    return Requantizer(rq.bias.detach().cpu().to(torch.int64), rq.multiplier.detach().cpu().to(torch.int64), rq.shift)
+
+
+def _export_conv(conv: QConv, in_step: float, out_step: torch.Tensor, out_offset: torch.Tensor | None = None) -> IntegerConv:
+    w_int, rq = conv.quant_params(in_step, out_step, out_offset)
+    return IntegerConv(w_int.detach().cpu().to(torch.int64), _export_requant(rq), conv.in_max)
+
+
+def _export_net(net: Net) -> IntegerNet:
+    spec, rs = net.spec, float(net.residual_step)
+    conv_in = _export_conv(net.conv_in, spec.in_step, net.residual_step)
+    blocks = []
+    for b in net.blocks:
+        a_in, a_mid = float(b.act_in_step), float(b.act_mid_step)
+        blocks.append(
+            IntegerBlock(
+                _export_requant(qrelu_params(rs, a_in)),
+                _export_conv(b.conv1, a_in, b.act_mid_step),
+                _export_conv(b.conv2, a_mid, net.residual_step),
+            )
+        )
+    a_head = float(net.act_head_step)
+    head = _export_conv(net.head, a_head, 1.0 / net.head_gain, net.head_offset)
+    return IntegerNet(spec, conv_in, blocks, _export_requant(qrelu_params(rs, a_head)), head)
+
+
+def export_integer_model(model: BitSwapVAE) -> IntegerVAE:
+    """The integer model of a calibrated (quantized-mode) float model; it reproduces the quantized outputs exactly."""
+    if not model.quantized:
+        raise BitSwapError("the float model must be calibrated (quantized mode) before export")
+    with torch.no_grad():
+        return IntegerVAE(model.config, [_export_net(n) for n in model.q], [_export_net(n) for n in model.p])

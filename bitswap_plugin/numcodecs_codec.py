@@ -2,8 +2,8 @@
 
 Registered through the ``numcodecs.codecs`` entry point, so
 ``numcodecs.get_codec({"id": "bitswap", ...})`` and Zarr format 2 arrays find
-it without importing this package. The helpers below (layouts, model pins,
-:func:`encode_image`, :func:`decode_image`) are shared with the Zarr v3 codec.
+it without importing this package. Layouts, model pins and the coding of a
+chunk are shared with the Zarr v3 codec (:mod:`.adapters`).
 """
 
 from __future__ import annotations
@@ -15,80 +15,9 @@ import numpy as np
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_bytes, ensure_contiguous_ndarray, ndarray_copy
 
-from . import api, zoo
-from .errors import CorruptFileError, InvalidImageError, ModelNotFoundError
-
-LAYOUTS = ("HW", "HWC", "NHW", "NHWC")
-"""Axis orders a chunk may have: N frames (one chain), H rows, W columns, C channels (1..4)."""
-
-
-def default_layout(shape: Sequence[int]) -> str:
-    """The layout of an array shape: HW, HWC (last axis 1..4), NHW (last axis over 4) or NHWC."""
-    if len(shape) == 3:
-        return "HWC" if 1 <= shape[2] <= 4 else "NHW"
-    layout = {2: "HW", 4: "NHWC"}.get(len(shape))
-    if layout is None:
-        raise InvalidImageError(f"an array of shape {tuple(shape)} is not an image or image stack (2 to 4 axes)")
-    return layout
-
-
-def check_layout(layout: str, shape: Sequence[int] | None = None) -> None:
-    """Refuse a layout that is unknown or that does not fit ``shape``."""
-    if layout not in LAYOUTS:
-        raise InvalidImageError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if shape is None:
-        return
-    if len(shape) != len(layout):
-        raise InvalidImageError(f"layout {layout!r} needs {len(layout)} axes, got shape {tuple(shape)}")
-    if "C" in layout and not 1 <= shape[layout.index("C")] <= 4:
-        raise InvalidImageError(f"layout {layout!r} needs 1 to 4 channels, got shape {tuple(shape)}")
-
-
-def check_method(method: str) -> None:
-    """Refuse an unknown coding method."""
-    if method not in api.METHODS:
-        raise InvalidImageError(f"method must be one of {api.METHODS}, got {method!r}")
-
-
-def pin_models(model: str | None) -> dict[str, str]:
-    """Name -> SHA-256 of the installed models a codec may use: ``model`` (default: the
-    colour model) for the image planes and the default grey model (alpha, grey images)."""
-    names = dict.fromkeys([model or zoo.DEFAULT_MODELS[3], zoo.DEFAULT_MODELS[1]])
-    return {name: zoo.model_hash(name) for name in names}
-
-
-def check_device(device: object) -> str | None:
-    """``device`` as the string a codec keeps: its spelling is checked, not that it exists here
-    (a codec may be configured on one machine and code on another)."""
-    if device is None:
-        return None
-    api.resolve_device(device, require=False)
-    return str(device)
-
-
-def encode_image(
-    array: np.ndarray, layout: str, *, model: str | None, method: str, models: Mapping[str, str], device: str | None = None
-) -> bytes:
-    """Compress a uint8 array laid out as ``layout`` (one chain) on ``device``, refusing models other than ``models``."""
-    check_layout(layout, array.shape)
-    data = api.compress(array if "C" in layout else array[..., None], model=model, method=method, device=device)
-    for name, digest in api.read_info(data).models:
-        if models.get(name) != digest:
-            pinned = f"pins {models[name][:16]}…" if name in models else "does not pin it"
-            raise ModelNotFoundError(f"the installed model {name!r} has hash {digest[:16]}…, but the codec {pinned}")
-    return data
-
-
-def decode_image(data: bytes, layout: str | None, device: str | None = None) -> np.ndarray:
-    """Decompress ``data`` on ``device``, shaped as ``layout`` (or as :func:`bitswap_plugin.decompress` returns it)."""
-    if layout is None:
-        return api.decompress(data, device=device)
-    info = api.read_info(data)
-    axes = {"N": info.frames, "H": info.height, "W": info.width, "C": len(info.mode)}
-    if any(axes[axis] != 1 for axis in "NC" if axis not in layout):
-        raise CorruptFileError(f"the stream holds {info.frames} {info.mode} image(s), which a {layout!r} chunk cannot hold")
-    return api.decompress(data, device=device).reshape([axes[axis] for axis in layout])
-
+from .adapters import check_device, check_layout, decode_image, default_layout, encode_image, pin_models
+from .errors import CorruptFileError, InvalidImageError
+from .fileformat import check_method
 
 class BitSwap(Codec):
     """Lossless Bit-Swap compression of uint8 images, or stacks of images coded as one chain.

@@ -42,10 +42,12 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm import tqdm
 
+from .architecture import ModelConfig
 from .errors import BitSwapError
-from .integer_model import IntegerVAE, integer_neg_elbo, load_integer_model, save_integer_model
-from .model import BitSwapVAE, ModelConfig, load_float_model, neg_elbo, save_float_model
+from .integer_model import integer_neg_elbo, save_integer_model
+from .model import BitSwapVAE, export_integer_model, load_float_model, neg_elbo, save_float_model
 from .patches import PATCH
+from .zoo import load_model_file
 
 PRESETS = {
     "rgb": ModelConfig(
@@ -392,10 +394,10 @@ class Trainer:
     def export(self) -> dict:
         """Write the integer model and summary.json; returns the summary."""
         model = self.model.cpu().eval()
-        integer = IntegerVAE.from_float(model)
+        integer = export_integer_model(model)
         path = self.out / f"{self.settings.config.name}.safetensors"
         save_integer_model(integer, path)
-        loaded = load_integer_model(path)
+        loaded = load_model_file(path)
         save_float_model(model, str(self.out / f"{self.settings.config.name}.float.pt"))
         val = self.val
         quantized = neg_elbo(model, val, generator=torch.Generator().manual_seed(0))

@@ -18,8 +18,9 @@ from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.common import JSON, parse_named_configuration
 
+from .adapters import check_device, check_layout, decode_image, default_layout, encode_image, pin_models
 from .errors import CorruptFileError, InvalidImageError
-from .numcodecs_codec import check_device, check_layout, check_method, decode_image, default_layout, encode_image, pin_models
+from .fileformat import check_method
 
 if TYPE_CHECKING:
     from typing import Self

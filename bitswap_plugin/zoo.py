@@ -1,4 +1,9 @@
-"""The model registry: shipped models by name, verified by content hash.
+"""The registries: architectures by id, and shipped models by name, verified by content hash.
+
+An architecture (:data:`ARCHITECTURES`) is what a model file's ``architecture``
+metadata names: the integer model class that reads the file and codes (its
+``likelihood`` is the pixels' entropy model), and the float module that trains
+it, imported only by training so that decoding never loads training code.
 
 Models are safetensors files (no pickle). A ``.bsw`` stream names each model it
 used with its SHA-256, so a decoder refuses a model that merely shares a name.
@@ -9,14 +14,54 @@ threads: integer inference keeps no state, so sharing is safe.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import os
 import threading
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import torch
 
-from .errors import ModelNotFoundError
-from .integer_model import IntegerVAE, load_integer_model
+from .errors import ModelNotFoundError, UnsupportedFormatError
+from .integer_model import IntegerVAE, read_model_file
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One model architecture: how its files are read and coded with, and where it is trained."""
+
+    integer_model: type
+    """Reads a file's (metadata, tensors) (``from_tensors``) and answers the coder in entropy models."""
+    float_model: str
+    """``module:class`` of the trainable float model (imported only by training)."""
+
+    @property
+    def likelihood(self) -> type:
+        """The entropy model of the pixels given the first latent layer."""
+        return self.integer_model.likelihood_type
+
+    def float_model_class(self) -> type:
+        module, name = self.float_model.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+ARCHITECTURES = {
+    IntegerVAE.architecture: Architecture(IntegerVAE, "bitswap_plugin.model:BitSwapVAE"),
+}
+
+
+def load_model_file(path: str | os.PathLike) -> IntegerVAE:
+    """Read a model file of any registered architecture."""
+    metadata, tensors = read_model_file(path)
+    architecture = ARCHITECTURES.get(metadata["architecture"])
+    if architecture is None:
+        raise UnsupportedFormatError(
+            f"model file {os.fspath(path)!r} has architecture {metadata['architecture']!r}, "
+            f"which this version cannot run (known: {', '.join(ARCHITECTURES)})"
+        )
+    return architecture.integer_model.from_tensors(metadata, tensors)
+
 
 DEFAULT_MODELS = {3: "bitswap-rgb", 1: "bitswap-gray"}
 """Default model name by number of image channels."""
@@ -99,6 +144,6 @@ def load_model(name: str, sha256: str | None = None, device: torch.device | str 
         with _lock:
             model = _loaded.get(key)
             if model is None:
-                model = load_integer_model(_path(name)).to(device)
+                model = load_model_file(_path(name)).to(device)
                 _loaded[key] = model
     return model

@@ -22,6 +22,7 @@ from PIL import Image
 
 import bitswap_plugin as bsw
 from bitswap_plugin import container
+from bitswap_plugin.fileformat import MODES, VERSION
 from bitswap_plugin.numcodecs_codec import BitSwap
 
 SAMPLE = Path(bsw.__file__).resolve().parent / "samples" / "astronaut.png"
@@ -44,12 +45,13 @@ def claim(data: bytes, height: int, width: int, frames: int = 1, groups: int = 0
     """
     header, _, tail = container.unpack(data)
     header.height, header.width, header.frames, header.stack = height, width, frames, frames > 1
-    total = container.planes_of(header.mode) * frames * -(-height // 32) * -(-width // 32)
-    header.group_sizes = [group_size] * groups
-    header.lanes_added = [1] + [0] * (groups - 1) if groups else []
+    total = len(MODES[header.mode].planes) * frames * -(-height // 32) * -(-width // 32)
+    plan = header.plan
+    plan.group_sizes = [group_size] * groups
+    plan.lanes_added = [1] + [0] * (groups - 1) if groups else []
     header.num_lanes = 1 if groups else 0
-    header.seed_patches = total - group_size * groups
-    header.seed_length = -(-container.seed_subpixels(header) // container.DEFLATE_MAX_RATIO)
+    plan.seed_patches = total - group_size * groups
+    plan.seed_length = -(-container.seed_subpixels(header) // container.DEFLATE_MAX_RATIO)
     return container.pack(header, bytes(5) if groups else b"", tail)
 
 
@@ -57,7 +59,7 @@ CASES = {
     "100000x100000": (100_000, 100_000, 1, 0),
     "16384x16384, seed only": (16384, 16384, 1, 0),
     "16384x16384, 1023 groups": (16384, 16384, 1, 1023),
-    "16384x16384, 255 groups of the largest size": (16384, 16384, 1, 255, container.MAX_GROUP),
+    "16384x16384, 255 groups of the largest size": (16384, 16384, 1, 255, VERSION.max_group),
     "2**28 frames of 1x1": (1, 1, 1 << 28, 0),
 }
 READERS = {

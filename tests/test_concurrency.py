@@ -16,7 +16,7 @@ import pytest
 import zarr
 
 from bitswap_plugin import zoo
-from bitswap_plugin.integer_model import load_integer_model
+from bitswap_plugin.zoo import load_model_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import stress
@@ -51,9 +51,9 @@ def test_registering_a_name_again_replaces_the_loaded_model(monkeypatch, tmp_pat
     shipped = zoo.available_models()
     first, second = (Path(shutil.copy(shipped[name], tmp_path / f"{name}.safetensors")) for name in ("tiny-gray", "bitswap-gray"))
     zoo.register_model(first, "mine")
-    assert zoo.load_model("mine").content_hash == load_integer_model(first).content_hash
+    assert zoo.load_model("mine").content_hash == load_model_file(first).content_hash
     zoo.register_model(second, "mine")
-    assert zoo.load_model("mine").content_hash == load_integer_model(second).content_hash
+    assert zoo.load_model("mine").content_hash == load_model_file(second).content_hash
     assert zoo.model_hash("mine") == zoo.file_hash(second)
 
 

@@ -15,9 +15,11 @@ from bitswap_plugin.errors import (
     CorruptFileError,
     ImageTooLargeError,
     InvalidImageError,
+    InvalidOptionError,
     ModelNotFoundError,
     UnsupportedFormatError,
 )
+from bitswap_plugin.fileformat import VERSIONS, StreamPlan
 
 
 def _encode(height: int, width: int) -> tuple[np.ndarray, bytes]:
@@ -36,12 +38,12 @@ def encoded() -> tuple[np.ndarray, bytes]:
 def _rewrite_header(data: bytes, **changes) -> bytes:
     header, head, tail = container.unpack(data)
     for name, value in changes.items():
-        setattr(header, name, value)
+        setattr(header.plan if hasattr(header.plan, name) else header, name, value)
     return container.pack(header, head, tail)
 
 
 def test_errors_are_value_errors():
-    for cls in (CorruptFileError, ImageTooLargeError, InvalidImageError, ModelNotFoundError, UnsupportedFormatError):
+    for cls in (CorruptFileError, ImageTooLargeError, InvalidImageError, InvalidOptionError, ModelNotFoundError, UnsupportedFormatError):
         assert issubclass(cls, BitSwapError) and issubclass(cls, ValueError)
 
 
@@ -68,7 +70,7 @@ def test_invalid_arrays_are_refused(array, message):
 
 def test_unknown_method_and_model_are_refused():
     image = np.zeros((8, 8, 3), np.uint8)
-    with pytest.raises(InvalidImageError, match="method"):
+    with pytest.raises(InvalidOptionError, match="unknown method 'cabac': choose one of bitswap, bbans"):
         bsw.compress(image, method="cabac")
     with pytest.raises(ModelNotFoundError, match="no-such-model"):
         bsw.compress(image, model="no-such-model")
@@ -136,7 +138,7 @@ def test_inconsistent_schedule_is_corrupt(encoded):
     _, data = encoded
     header = container.unpack(data)[0]
     with pytest.raises(CorruptFileError):
-        bsw.decompress(_rewrite_header(data, group_sizes=header.group_sizes[:-1], lanes_added=header.lanes_added[:-1]))
+        bsw.decompress(_rewrite_header(data, group_sizes=header.plan.group_sizes[:-1], lanes_added=header.plan.lanes_added[:-1]))
     with pytest.raises(CorruptFileError):
         bsw.decompress(_rewrite_header(data, seed_patches=0))
 
@@ -170,14 +172,15 @@ def test_read_info_rejects_garbage():
 @pytest.mark.parametrize("version, accepted", [(1, False), (2, True)])
 def test_group_and_lane_limits_follow_the_format_version(version: int, accepted: bool) -> None:
     """Version 1 streams never had groups over 256 patches or over 4096 lanes; version 2 may."""
+    plan = StreamPlan("bitswap", seed_patches=1, seed_length=10_000, group_sizes=[1, 300, 98], lanes_added=[5000, 0, 0],
+                      version=VERSIONS[version])
     header = container.Header(
-        height=640, width=640, mode="L", method="bitswap", pixel_crc=0, frames=1, stack=False,
-        models=[("bitswap-gray", "00" * 32)], plane_models=[0], seed_patches=1, seed_length=10_000,
-        group_sizes=[1, 300, 98], lanes_added=[5000, 0, 0], num_lanes=5000, version=version,
+        height=640, width=640, mode="L", pixel_crc=0, frames=1, stack=False,
+        models=[("bitswap-gray", "00" * 32)], plane_models=[0], plan=plan, num_lanes=5000,
     )
     data = container.pack(header, b"", b"")
     if accepted:
-        assert container.read_header(data)[0].group_sizes == [1, 300, 98]
+        assert container.read_header(data)[0].plan.group_sizes == [1, 300, 98]
     else:
         with pytest.raises(CorruptFileError, match="not 1 to 256 patches"):
             container.read_header(data)

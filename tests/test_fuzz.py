@@ -39,7 +39,7 @@ def test_seeds_cover_modes_methods_and_both_storages(seeds):
     assert {info.method for info in infos.values()} == {"bitswap", "bbans"}
     assert any(info.stack for info in infos.values())
     for name, data in seeds.items():
-        assert bool(container.read_header(data)[0].group_sizes) == name.startswith("deep-")
+        assert bool(container.read_header(data)[0].plan.group_sizes) == name.startswith("deep-")
 
 
 def test_seeds_decode_alike_everywhere(seeds):

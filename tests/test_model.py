@@ -15,24 +15,12 @@ from PIL import Image
 
 from bitswap_plugin import compress, decompress, fixedpoint, zoo
 from bitswap_plugin.errors import BitSwapError, CorruptFileError
+from bitswap_plugin.distributions import DiscretizedLogistic
 from bitswap_plugin.fixedpoint import LOG_SCALE_FRAC, MEAN_FRAC
-from bitswap_plugin.integer_model import (
-    IntegerVAE,
-    integer_neg_elbo,
-    pixel_distributions,
-    load_integer_model,
-    save_integer_model,
-)
-from bitswap_plugin.model import (
-    COEF_MAX,
-    BitSwapVAE,
-    ModelConfig,
-    channel_mean,
-    conditioned_mean,
-    load_float_model,
-    neg_elbo,
-    save_float_model,
-)
+from bitswap_plugin.architecture import COEF_MAX, top_prior_codes, ChannelConditionedLogistic, ModelConfig, channel_mean, conditioned_mean
+from bitswap_plugin.integer_model import IntegerVAE, integer_neg_elbo, save_integer_model
+from bitswap_plugin.model import BitSwapVAE, export_integer_model, load_float_model, neg_elbo, save_float_model
+from bitswap_plugin.zoo import load_model_file
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "models"
@@ -64,12 +52,12 @@ def _chain(model: IntegerVAE, x: torch.Tensor) -> list[torch.Tensor]:
     k = model.config.latent_bins
     outs, zs, inp = [], [], x
     for level in range(model.config.latent_layers):
-        mean, log_scale = model.posterior(level, inp)
+        mean, log_scale = model.posterior_codes(level, inp)
         outs += [mean, log_scale]
         inp = ((mean + (1 << (MEAN_FRAC - 1))) >> MEAN_FRAC).clamp(0, k - 1)
         zs.append(inp)
     for level in range(model.config.latent_layers):
-        outs += list(model.prior(level, zs[level]))
+        outs += list(model.prior_codes(level, zs[level]))
     return outs
 
 
@@ -81,7 +69,7 @@ def _assert_same(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
 
 @pytest.fixture(scope="module", params=sorted(path.stem for path in WEIGHTS.glob("*.safetensors")))
 def shipped(request: pytest.FixtureRequest) -> IntegerVAE:
-    return load_integer_model(WEIGHTS / f"{request.param}.safetensors")
+    return load_model_file(WEIGHTS / f"{request.param}.safetensors")
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["independent-channels", "channel-conditioning"])
@@ -138,17 +126,21 @@ def test_output_shapes_and_ranges(shipped: IntegerVAE) -> None:
     assert len(coefs) == int(shipped.config.channel_conditioning)
     for t in coefs:
         assert t.shape == (2, 3, 32, 32) and int(t.abs().max()) <= COEF_MAX
-    top_mean, top_ls = shipped.top_prior((1, zc, 16, 16), "cpu")
-    assert int(top_mean[0, 0, 0, 0]) == (k - 1) << (MEAN_FRAC - 1)
-    assert int(top_ls[0, 0, 0, 0]) == round(shipped.config.latent_step_bits * np.log(2) * (1 << LOG_SCALE_FRAC))
+    top_mean, top_ls = top_prior_codes(shipped.config)
+    assert top_mean == (k - 1) << (MEAN_FRAC - 1)
+    assert top_ls == round(shipped.config.latent_step_bits * np.log(2) * (1 << LOG_SCALE_FRAC))
+    top = shipped.top_prior(3)
+    assert len(top) == 3 and torch.equal(top.table, DiscretizedLogistic(torch.tensor([top_mean]), torch.tensor([top_ls]), k).cdf(torch.arange(k + 1)))
     with pytest.raises(TypeError):
-        shipped.posterior(0, x.float())
+        shipped.posterior_codes(0, x.float())
     with pytest.raises(BitSwapError):
-        shipped.prior(0, torch.full((1, zc, 16, 16), k))
+        shipped.prior_codes(0, torch.full((1, zc, 16, 16), k))
+    with pytest.raises(ValueError):
+        shipped.prior(0, torch.zeros((1, zc, 16, 16), dtype=torch.int64))
     bad = x.to(torch.int64)
     bad[0, 0, 0, 0] = 256
     with pytest.raises(BitSwapError):
-        shipped.posterior(0, bad)
+        shipped.posterior_codes(0, bad)
 
 
 def test_batch_size_independence(shipped: IntegerVAE) -> None:
@@ -185,14 +177,14 @@ def test_larger_tile_is_deterministic_and_matches_crops_inside(shipped: IntegerV
     _assert_same(outs, _chain(shipped, tile))
     # A 32x32 crop sees the same pixels as the tile away from its zero-padded border.
     margin_q = 2 + 2 * config.res_blocks + 1  # latent positions, 5x5 first conv
-    crop_q = shipped.posterior(0, tile[:, :, 16:48, 16:48])
+    crop_q = shipped.posterior_codes(0, tile[:, :, 16:48, 16:48])
     for whole, part in zip(outs[:2], crop_q):
         inner = slice(margin_q, 16 - margin_q)
         assert torch.equal(whole[:, :, 8:24, 8:24][:, :, inner, inner], part[:, :, inner, inner])
     z = ((outs[0] + 128) >> MEAN_FRAC).clamp(0, config.latent_bins - 1)
     margin_p = 2 * (1 + 2 * config.res_blocks + 1)  # pixels
-    whole_p = shipped.prior(0, z)
-    crop_p = shipped.prior(0, z[:, :, 8:24, 8:24])
+    whole_p = shipped.prior_codes(0, z)
+    crop_p = shipped.prior_codes(0, z[:, :, 8:24, 8:24])
     inner = slice(margin_p, 32 - margin_p)
     for whole, part in zip(whole_p, crop_p):
         assert torch.equal(whole[:, :, 16:48, 16:48][:, :, inner, inner], part[:, :, inner, inner])
@@ -222,13 +214,13 @@ def test_save_load_roundtrip_without_pickle(shipped: IntegerVAE, tmp_path: Path,
 
     monkeypatch.setattr(pickle, "load", no_pickle)
     monkeypatch.setattr(pickle, "loads", no_pickle)
-    loaded = load_integer_model(path)
+    loaded = load_model_file(path)
     assert loaded.content_hash == shipped.content_hash
     assert loaded.config == shipped.config
     x = _patches(shipped.config.channels == 1, 2)
     _assert_same(_chain(loaded, x), _chain(shipped, x))
     save_integer_model(loaded, tmp_path / "again.safetensors")
-    assert load_integer_model(tmp_path / "again.safetensors").content_hash == shipped.content_hash
+    assert load_model_file(tmp_path / "again.safetensors").content_hash == shipped.content_hash
 
 
 def test_corrupt_files_are_rejected(shipped: IntegerVAE, tmp_path: Path) -> None:
@@ -237,37 +229,37 @@ def test_corrupt_files_are_rejected(shipped: IntegerVAE, tmp_path: Path) -> None
     data = path.read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptFileError):
-        load_integer_model(tmp_path / "cut.safetensors")
+        load_model_file(tmp_path / "cut.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a model at all")
     with pytest.raises(CorruptFileError):
-        load_integer_model(tmp_path / "junk.safetensors")
+        load_model_file(tmp_path / "junk.safetensors")
     from safetensors.torch import save_file
 
     tensors = shipped.tensors()
     tensors["q.0.conv_in.bound"] = tensors["q.0.conv_in.bound"] // 2
     save_file(tensors, str(tmp_path / "bound.safetensors"), metadata=shipped.metadata())
     with pytest.raises(CorruptFileError):
-        load_integer_model(tmp_path / "bound.safetensors")
+        load_model_file(tmp_path / "bound.safetensors")
 
 
 def test_integer_model_reproduces_quantized_float_model(trained_small: tuple[BitSwapVAE, torch.Tensor]) -> None:
     model, x = trained_small
-    integer = IntegerVAE.from_float(model)
+    integer = export_integer_model(model)
     k = model.config.latent_bins
     with torch.no_grad():
         inp = x
         for level in range(model.config.latent_layers):
-            got = integer.posterior(level, inp)
+            got = integer.posterior_codes(level, inp)
             want = model.posterior(level, inp)
             _assert_same(list(got), [t.long() for t in want])
             z = ((got[0] + 128) >> MEAN_FRAC).clamp(0, k - 1)
-            _assert_same(list(integer.prior(level, z)), [t.long() for t in model.prior(level, z)])
+            _assert_same(list(integer.prior_codes(level, z)), [t.long() for t in model.prior(level, z)])
             inp = z
     # channel conditioning: the integer path (int64, floor division) equals the QAT path (floats, floor)
     conditioned = model.config.channel_conditioning
-    codes = integer.prior(0, ((integer.posterior(0, x)[0] + 128) >> MEAN_FRAC).clamp(0, k - 1))
+    codes = integer.prior_codes(0, ((integer.posterior_codes(0, x)[0] + 128) >> MEAN_FRAC).clamp(0, k - 1))
     assert len(codes) == (3 if conditioned else 2)
-    assert len(list(pixel_distributions(codes, x.long()))) == (3 if conditioned else 1)
+    assert len(list(ChannelConditionedLogistic(codes).steps(x.long()))) == (3 if conditioned else 1)
     coefs = codes[2] if conditioned else None
     want = conditioned_mean(codes[0].double(), None if coefs is None else coefs.double(), x.double(), exact=True)
     got = torch.stack([channel_mean(codes[0], coefs, x.long(), c, exact=True) for c in range(3)], 1)
@@ -277,11 +269,11 @@ def test_integer_model_reproduces_quantized_float_model(trained_small: tuple[Bit
 def test_integer_model_tracks_float_model(trained_small: tuple[BitSwapVAE, torch.Tensor]) -> None:
     """Quantization error: integer codes decoded to floats vs the unquantized float network."""
     model, x = trained_small
-    integer = IntegerVAE.from_float(model)
+    integer = export_integer_model(model)
     with torch.no_grad():
-        z_int = integer.posterior(0, x)
+        z_int = integer.posterior_codes(0, x)
         z = ((z_int[0] + 128) >> MEAN_FRAC).clamp(0, model.config.latent_bins - 1)
-        x_int = integer.prior(0, z)
+        x_int = integer.prior_codes(0, z)
         model.quantized = False
         try:
             z_float, x_float = model.posterior(0, x), model.prior(0, z)
@@ -297,7 +289,7 @@ def test_integer_model_tracks_float_model(trained_small: tuple[BitSwapVAE, torch
 def test_integer_elbo_matches_float_elbo(trained_small: tuple[BitSwapVAE, torch.Tensor]) -> None:
     """Exact ANS code length of the integer model vs the quantized and the unquantized float -ELBO."""
     model, x = trained_small
-    integer = IntegerVAE.from_float(model)
+    integer = export_integer_model(model)
     x = torch.cat([x] * 4)
     quantized = neg_elbo(model, x, generator=torch.Generator().manual_seed(0))
     coded = integer_neg_elbo(integer, x, torch.Generator().manual_seed(0))
@@ -315,32 +307,32 @@ def test_float_checkpoint_roundtrip(trained_small: tuple[BitSwapVAE, torch.Tenso
     save_float_model(model, str(tmp_path / "f.pt"))
     loaded = load_float_model(str(tmp_path / "f.pt"))
     assert loaded.quantized and loaded.config == model.config
-    assert IntegerVAE.from_float(loaded).content_hash == IntegerVAE.from_float(model).content_hash
+    assert export_integer_model(loaded).content_hash == export_integer_model(model).content_hash
 
 
 def test_export_requires_calibration() -> None:
     with pytest.raises(BitSwapError):
-        IntegerVAE.from_float(BitSwapVAE(ModelConfig(width=8, res_blocks=0, name="u")))
+        export_integer_model(BitSwapVAE(ModelConfig(width=8, res_blocks=0, name="u")))
 
 
 _SUBPROCESS = """
 import hashlib, sys, numpy as np, torch
 sys.path.insert(0, sys.argv[1])
-from bitswap_plugin.integer_model import load_integer_model
+from bitswap_plugin.zoo import load_model_file
 torch.set_num_threads(int(sys.argv[3]))
-model = load_integer_model(sys.argv[2])
+model = load_model_file(sys.argv[2])
 c, k = model.config.channels, model.config.latent_bins
 x = torch.from_numpy(np.random.default_rng(7).integers(0, 256, (3, c, 64, 32), dtype=np.uint8))
 x[1] = x[1] // 32 * 32  # a smoother image too
 digest = hashlib.sha256()
 inp, zs = x, []
 for level in range(model.config.latent_layers):
-    mean, log_scale = model.posterior(level, inp)
+    mean, log_scale = model.posterior_codes(level, inp)
     digest.update(mean.numpy().tobytes() + log_scale.numpy().tobytes())
     inp = ((mean + 128) >> 8).clamp(0, k - 1)
     zs.append(inp)
 for level, z in enumerate(zs):
-    for codes in model.prior(level, z):
+    for codes in model.prior_codes(level, z):
         digest.update(codes.numpy().tobytes())
 print(digest.hexdigest())
 """
@@ -369,7 +361,7 @@ def test_exported_model_codes_images_losslessly(
     model, _ = trained_small
     name = "t-conditioned" if model.config.channel_conditioning else "t-independent"
     path = tmp_path / f"{name}.safetensors"
-    save_integer_model(IntegerVAE.from_float(model), path)
+    save_integer_model(export_integer_model(model), path)
     zoo.register_model(path)
     image = _photo(False)[:, :70, :45].transpose(1, 2, 0).copy()
     data = compress(image, model=name, method=method)

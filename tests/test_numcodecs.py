@@ -14,8 +14,8 @@ from fixtures.photos import crops
 from numcodecs.tests import common
 
 from bitswap_plugin import BitSwap, zoo
-from bitswap_plugin.errors import CorruptFileError, InvalidImageError, ModelNotFoundError
-from bitswap_plugin.numcodecs_codec import default_layout
+from bitswap_plugin.adapters import default_layout
+from bitswap_plugin.errors import CorruptFileError, InvalidImageError, InvalidOptionError, ModelNotFoundError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -138,17 +138,17 @@ def test_bad_data_is_refused(data, codec, message):
 
 
 @pytest.mark.parametrize(
-    "options, message",
+    "options, error, message",
     [
-        ({"method": "cabac"}, "method"),
-        ({"layout": "CHW"}, "layout"),
-        ({"shape": (8, 8, 5), "layout": "HWC"}, "1 to 4 channels"),
-        ({"shape": (8, 8, 3), "layout": "HW"}, "needs 2 axes"),
-        ({"shape": (0, 8)}, "positive"),
+        ({"method": "cabac"}, InvalidOptionError, "unknown method 'cabac': choose one of bitswap, bbans"),
+        ({"layout": "CHW"}, InvalidOptionError, "unknown layout 'CHW': choose one of HW, HWC, NHW, NHWC"),
+        ({"shape": (8, 8, 5), "layout": "HWC"}, InvalidImageError, "1 to 4 channels"),
+        ({"shape": (8, 8, 3), "layout": "HW"}, InvalidImageError, "needs 2 axes"),
+        ({"shape": (0, 8)}, InvalidImageError, "positive"),
     ],
 )
-def test_bad_config_is_refused(options, message):
-    with pytest.raises(InvalidImageError, match=message):
+def test_bad_config_is_refused(options, error, message):
+    with pytest.raises(error, match=message):
         BitSwap(**options)
 
 

@@ -7,7 +7,7 @@ import torch
 
 import bitswap_plugin as bsw
 from bitswap_plugin import container, zoo
-from bitswap_plugin.distributions import TOTAL, DiscretizedLogistic
+from bitswap_plugin.distributions import TOTAL
 from bitswap_plugin.integer_model import integer_neg_elbo
 from bitswap_plugin.patches import PatchGrid
 
@@ -18,10 +18,10 @@ def _start_up_bits(model, patch: torch.Tensor) -> float:
     """Information in one patch's posterior latents: the most the seed may fail to feed."""
     bits, below = 0.0, patch
     for level in range(model.config.latent_layers):
-        q = DiscretizedLogistic(*model.posterior(level, below), model.config.latent_bins)
+        q = model.posterior(level, below)
         z = q.search(torch.randint(0, TOTAL, (len(q),)))
         bits += float(q.information(z).sum())
-        below = z.view(1, model.config.latent_channels, 16, 16)
+        below = z.view(model.config.latent_shape(1))
     return bits
 
 
@@ -32,11 +32,11 @@ def test_payload_is_within_one_percent_of_neg_elbo_plus_start_up():
     payload_bits = 8 * (len(head) + len(tail))
 
     grid = PatchGrid(256, 256)
-    patches = grid.extract(torch.from_numpy(image.copy()).permute(2, 0, 1), header.seed_patches, len(grid))
+    patches = grid.extract(torch.from_numpy(image.copy()).permute(2, 0, 1), header.plan.seed_patches, len(grid))
     model = zoo.load_model(zoo.DEFAULT_MODELS[3])
     torch.manual_seed(0)
     elbo_bits = np.mean([integer_neg_elbo(model, patches) for _ in range(4)]) * patches.numel()
-    fixed_bits = 8 * header.seed_length + _start_up_bits(model, patches[:1])
+    fixed_bits = 8 * header.plan.seed_length + _start_up_bits(model, patches[:1])
 
     overhead = (payload_bits - fixed_bits - elbo_bits) / elbo_bits
     assert overhead < 0.01, f"payload {payload_bits}, fixed {fixed_bits:.0f}, -ELBO {elbo_bits:.0f}: {overhead:+.2%}"

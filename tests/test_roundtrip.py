@@ -105,5 +105,5 @@ def test_stack_is_one_chain_and_keeps_its_shape(channels, photo):
     np.testing.assert_array_equal(bsw.decompress(data), stack)
     header = container.unpack(data)[0]
     patches_per_frame = 6  # 96x64
-    assert header.seed_patches == 1  # one seed for the whole stack
-    assert max(header.group_sizes) > patches_per_frame  # groups run across frames
+    assert header.plan.seed_patches == 1  # one seed for the whole stack
+    assert max(header.plan.group_sizes) > patches_per_frame  # groups run across frames

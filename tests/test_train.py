@@ -15,7 +15,7 @@ from PIL import Image
 
 from bitswap_plugin import compress, decompress, zoo
 from bitswap_plugin.cli import main as cli_main
-from bitswap_plugin.integer_model import load_integer_model
+from bitswap_plugin.zoo import load_model_file
 from bitswap_plugin.model import load_float_model
 from bitswap_plugin.train import read_log
 
@@ -61,7 +61,7 @@ def test_train_quantize_export(data: Path, tmp_path: Path) -> None:
     assert abs(summary["val_integer_bpd"] / summary["val_quantized_bpd"] - 1) < 0.02
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     model_path = out / "bitswap-rgb.safetensors"
-    assert load_integer_model(model_path).content_hash == summary["content_hash"]
+    assert load_model_file(model_path).content_hash == summary["content_hash"]
     assert load_float_model(str(out / "bitswap-rgb.float.pt")).quantized
     # fine-tuning starts from the exported float weights, with more scales and transposed crops
     tuned = tmp_path / "tuned"
@@ -122,4 +122,4 @@ def test_distributed_data_parallel_on_two_cpu_processes(data: Path, tmp_path: Pa
     assert [r["replicas_equal"] for r in log if "replicas_equal" in r] == [True]
     assert [r["step"] for r in log if "train_bpd" in r] == [2, 4, 6]
     summary = json.loads((out / "summary.json").read_text())
-    assert load_integer_model(out / "bitswap-rgb.safetensors").content_hash == summary["content_hash"]
+    assert load_model_file(out / "bitswap-rgb.safetensors").content_hash == summary["content_hash"]

@@ -15,7 +15,7 @@ import zarr
 from fixtures.photos import crops
 
 from bitswap_plugin import BitSwap, BitSwapCodec, zoo
-from bitswap_plugin.errors import InvalidImageError, ModelNotFoundError
+from bitswap_plugin.errors import InvalidImageError, InvalidOptionError, ModelNotFoundError
 
 # (array, chunks): a grey stack (NHW), an RGBA image with edge chunks (HWC), an RGB stack (NHWC)
 _RGB = crops(4, 24, 40)
@@ -140,5 +140,5 @@ def test_codecs_pickle_and_round_trip_their_config():
     codec = BitSwapCodec(model="tiny-gray", layout="HW")
     assert BitSwapCodec.from_dict(codec.to_dict()) == codec
     assert BitSwapCodec.from_dict({"name": "bitswap"}).models == BitSwapCodec().models
-    with pytest.raises(InvalidImageError, match="method"):
+    with pytest.raises(InvalidOptionError, match="unknown method 'cabac': choose one of bitswap, bbans"):
         BitSwapCodec(method="cabac")

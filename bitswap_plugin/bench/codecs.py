@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .. import api, zoo
-from ..coders import METHODS
+from ..fileformat import METHODS
 from ..images import MODES, from_array
 
 Encoder = Callable[[np.ndarray], bytes]

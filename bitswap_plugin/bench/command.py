@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import zoo
-from ..coders import METHODS
+from ..fileformat import METHODS
 from . import codecs, experiments, measure
 
 DEFAULT_IMAGES = Path("../shared/datasets/kodak")

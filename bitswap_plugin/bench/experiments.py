@@ -18,34 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .. import api, zoo
-from ..coders import METHODS, Plane, encode_planes
-from ..integer_model import IntegerVAE, integer_neg_elbo
-from ..patches import PATCH, PatchGrid
+from .. import api
+from ..fileformat import METHODS, PATCH
 from .codecs import Codec
 from .measure import load_image, measure
-
-ELBO_BATCH = 256
-"""Patches per -ELBO network call (bounds memory on large images)."""
-
-
-def image_patches(image: np.ndarray) -> torch.Tensor:
-    """All 32x32 patches of an (H, W) or (H, W, C) image, (n, C, 32, 32) int64 (borders edge-padded)."""
-    planar = torch.from_numpy(np.ascontiguousarray(image)).view(*image.shape[:2], -1).permute(2, 0, 1)
-    grid = PatchGrid(*image.shape[:2])
-    return grid.extract(planar, 0, len(grid))
-
-
-def neg_elbo_bits(model: IntegerVAE, patches: torch.Tensor, seed: int = 0) -> float:
-    """The integer model's -ELBO of (n, C, 32, 32) patches, in bits."""
-    generator = torch.Generator().manual_seed(seed)
-    bits = 0.0
-    for start in range(0, patches.shape[0], ELBO_BATCH):
-        part = patches[start : start + ELBO_BATCH]
-        bits += integer_neg_elbo(model, part, generator) * part.numel()
-    return bits
 
 
 def crop_to_blocks(image: np.ndarray) -> np.ndarray:
@@ -78,7 +55,7 @@ def block_table(paths: Sequence[Path], model: str, classical: Sequence[Codec],
     images = [crop_to_blocks(load_image(path)) for path in paths]
     blocks = np.concatenate([cut_blocks(image) for image in images])
     subpixels = blocks.size
-    rates = {"-ELBO": neg_elbo_bits(zoo.load_model(model), torch.from_numpy(blocks).permute(0, 3, 1, 2)) / subpixels}
+    rates = {"-ELBO": api.neg_elbo_bits(blocks, model=model) / subpixels}
     for method in methods:
         data = api.compress(blocks, model=model, method=method)
         if not np.array_equal(api.decompress(data), blocks):
@@ -91,28 +68,19 @@ def block_table(paths: Sequence[Path], model: str, classical: Sequence[Codec],
     return rates
 
 
-def chain_bits(blocks: np.ndarray, model: IntegerVAE, method: str) -> int:
-    """Bits of the ANS message (seed, tail and lane heads; no container header) coding ``blocks`` as one chain."""
-    planes = [Plane(torch.from_numpy(block).permute(2, 0, 1).contiguous(), model) for block in blocks]
-    _, _, coder = encode_planes(planes, method, torch.device("cpu"))
-    _, heads, tail = coder.to_bytes()
-    return 8 * (len(heads) + len(tail))
-
-
 def startup_curve(blocks: np.ndarray, model: str, counts: Sequence[int], methods: Sequence[str] = METHODS,
                   report: Callable[[str], None] = print) -> dict[str, list[float]]:
     """Cumulative bits per subpixel after the first k blocks, for each k in ``counts``:
     each method's message (the first k blocks coded as a chain) and the -ELBO."""
-    integer_model = zoo.load_model(model)
     per_block = blocks[0].size
     curves: dict[str, list[float]] = {"blocks": list(counts), "-ELBO": [], **{method: [] for method in methods}}
     elbo, done = 0.0, 0
     for k in counts:
-        elbo += neg_elbo_bits(integer_model, torch.from_numpy(blocks[done:k]).permute(0, 3, 1, 2)) if k > done else 0.0
+        elbo += api.neg_elbo_bits(blocks[done:k], model=model) if k > done else 0.0
         done = max(done, k)
         curves["-ELBO"].append(elbo / (k * per_block))
         for method in methods:
-            curves[method].append(chain_bits(blocks[:k], integer_model, method) / (k * per_block))
+            curves[method].append(api.message_bits(blocks[:k], model=model, method=method) / (k * per_block))
         report(f"{k} blocks: " + ", ".join(f"{name} {curves[name][-1]:.3f}" for name in ["-ELBO", *methods]))
     return curves
 
@@ -131,12 +99,11 @@ def mosaic(paths: Sequence[Path], size: int) -> np.ndarray:
 def size_sweep(source: np.ndarray, sizes: Sequence[int], model: str, methods: Sequence[str] = METHODS,
                report: Callable[[str], None] = print) -> list[dict[str, float]]:
     """File bits per subpixel and overhead over the -ELBO for centre crops of ``source``."""
-    integer_model = zoo.load_model(model)
     rows = []
     for size in sizes:
         top, left = (source.shape[0] - size) // 2, (source.shape[1] - size) // 2
         image = np.ascontiguousarray(source[top : top + size, left : left + size])
-        elbo = neg_elbo_bits(integer_model, image_patches(image)) / image.size
+        elbo = api.neg_elbo_bits(image, model=model) / image.size
         row = {"size": size, "-ELBO": elbo}
         for method in methods:
             data = api.compress(image, model=model, method=method)

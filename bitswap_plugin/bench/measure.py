@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..coders import METHODS
+from ..fileformat import METHODS
 from ..images import to_array
 from .codecs import Codec
 
