@@ -59,34 +59,36 @@ def _pixel_limit() -> int:
 class _Stream:
     """What the decoder of every frame of one file shares: where to decode, and the decoded stack."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, size: tuple[int, int], mode: str) -> None:
+        self.name, self.size, self.mode = name, size, mode
         self.device: str | None = None
         self.frames: np.ndarray | None = None
 
+    def decode(self, fp: IO[bytes]) -> np.ndarray:
+        """All frames, (N, H, W, C), decoded from ``fp`` (positioned at the stream's start) the first time."""
+        if self.frames is None:
+            device = api.resolve_device(self.device)  # a bad device is the caller's DeviceError, not a bad file
+            try:
+                # Image.open has checked the pixels against MAX_IMAGE_PIXELS; Pillow's error threshold
+                # replaces the API's own limit on the coder's work (frames padded to whole patches)
+                array = api.decompress(fp.read(), device=device, max_pixels=_pixel_limit())
+            except BitSwapError as exc:
+                raise OSError(f"cannot decode {self.name}: {exc}") from exc
+            width, height = self.size
+            self.frames = array.reshape(-1, height, width, MODES[self.mode].channels)
+        return self.frames
+
 
 class BswDecoder(ImageFile.PyDecoder):
-    """Decodes a whole ``.bsw`` stream (once per file: a stack is one chain) and hands Pillow one frame.
-
-    Tile arguments: (frame index, the file's shared :class:`_Stream`).
-    """
+    """Hands Pillow one frame of a ``.bsw`` stream, decoding the whole stream (a stack is one
+    chain) once per file. Tile arguments: (frame index, the file's shared :class:`_Stream`)."""
 
     _pulls_fd = True
 
     def decode(self, buffer: bytes | Image.SupportsArrayInterface) -> tuple[int, int]:
         assert self.fd is not None
         frame, stream = self.args
-        if stream.frames is None:
-            device = api.resolve_device(stream.device)  # a bad device is the caller's DeviceError, not a bad file
-            try:
-                # Image.open has checked the pixels against MAX_IMAGE_PIXELS; Pillow's error threshold
-                # replaces the API's own limit on the coder's work (frames padded to whole patches)
-                array = api.decompress(self.fd.read(), device=device, max_pixels=_pixel_limit())
-            except BitSwapError as exc:
-                raise OSError(f"cannot decode {stream.name}: {exc}") from exc
-            width, height = self.state.xsize, self.state.ysize
-            stream.frames = array.reshape(-1, height, width, MODES[self.mode].channels)
-        self.set_as_raw(stream.frames[frame].tobytes())
+        self.set_as_raw(stream.decode(self.fd)[frame].tobytes())
         return -1, 0
 
 
@@ -109,7 +111,7 @@ class BswImageFile(ImageFile.ImageFile):
         if info.frames > 1:
             # the whole stack is decoded at once: check it like one image of all its pixels
             Image._decompression_bomb_check((info.width, info.height * info.frames))
-        self._stream = _Stream(str(self.filename or "image"))
+        self._stream = _Stream(str(self.filename or "image"), self._size, self._mode)
         self._fp = self.fp  # Pillow drops fp after each load; another frame needs it back
         self._frame = 0
         self._set_tile()
@@ -134,6 +136,14 @@ class BswImageFile(ImageFile.ImageFile):
 
     def tell(self) -> int:
         return self._frame
+
+    def load(self) -> Image.core.PixelAccess | None:
+        if self.tile and self._stream.frames is None:
+            # decode before Pillow allocates the image: a damaged stream fails without that memory
+            assert self.fp is not None
+            self.fp.seek(0)
+            self._stream.decode(self.fp)
+        return super().load()
 
 
 def _array(image: Image.Image) -> np.ndarray:
