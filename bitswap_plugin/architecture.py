@@ -57,6 +57,8 @@ COEF_MAX = 2 << COEF_FRAC
 _COEF_DIVISOR = 1 << (COEF_FRAC + 1 - MEAN_FRAC)
 SQUEEZE = 2
 """Space-to-depth factor from pixels to the first latent layer."""
+_JSON_TYPES = {"int": int, "str": str, "bool": bool}
+"""Configuration field annotations and the JSON value types they take."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ class ModelConfig:
         if unknown:
             raise BitSwapError(f"unknown model config fields: {sorted(unknown)}")
         for key, value in data.items():
-            wanted = {"name": str, "channel_conditioning": bool}.get(key, int)
+            wanted = _JSON_TYPES[fields[key]]
             if type(value) is not wanted:
                 raise BitSwapError(f"model config field {key} must be {wanted.__name__}")
         return cls(**data)
@@ -250,21 +252,21 @@ class ChannelConditionedLogistic:
         """Shape of the pixels it describes, (N, C, H, W)."""
         return tuple(self.mean.shape)
 
-    def steps(self, x: torch.Tensor) -> Iterator[tuple[slice, DiscretizedLogistic]]:
-        """(channels, entropy model) pairs in decoding order.
+    def steps(self, x: torch.Tensor) -> Iterator[tuple[tuple[slice, ...], DiscretizedLogistic]]:
+        """(index into ``x``, entropy model) pairs in decoding order.
 
         Without channel conditioning there is one model for all channels; with
         it, one per channel, each built only when the generator is advanced,
-        from the channels of ``x`` before it, so a decoder fills
-        ``x[:, channels]`` before asking for the next.
+        from the channels of ``x`` before it, so a decoder fills ``x[index]``
+        before asking for the next.
         """
         if self.coefs is None:
-            yield slice(None), DiscretizedLogistic(self.mean, self.log_scale, PIXEL_BINS, self.known)
+            yield (slice(None),), DiscretizedLogistic(self.mean, self.log_scale, PIXEL_BINS, self.known)
             return
         for c in range(self.mean.shape[1]):
             known = None if self.known is None else self.known[:, c]
             mean = channel_mean(self.mean, self.coefs, x, c, exact=True)
-            yield slice(c, c + 1), DiscretizedLogistic(mean, self.log_scale[:, c], PIXEL_BINS, known)
+            yield (slice(None), slice(c, c + 1)), DiscretizedLogistic(mean, self.log_scale[:, c], PIXEL_BINS, known)
 
 
 def top_prior(config: ModelConfig, count: int, device: torch.device | str = "cpu") -> SharedLogistic:

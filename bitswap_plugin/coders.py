@@ -172,7 +172,7 @@ class Prior:
         if self.level == 0:
             x = z[0]
             for index, model in reversed(list(group.model.likelihood(z[1], group.known, group.batch).steps(x))):
-                coder.push(*model.ranges(x[:, index]))
+                coder.push(*model.ranges(x[index]))
         else:
             coder.push(*self._model(group, z).ranges(z[self.level]))
 
@@ -182,7 +182,7 @@ class Prior:
             likelihood = group.model.likelihood(z[1], group.known, group.batch)
             x = torch.zeros(likelihood.shape, dtype=torch.int64, device=z[1].device)
             for index, model in likelihood.steps(x):
-                x[:, index] = coder.pop(model).view(x[:, index].shape)
+                x[index] = coder.pop(model).view(x[index].shape)
             z[0] = group.fill_padding(x)
         else:
             z[self.level] = coder.pop(self._model(group, z)).view(group.model.config.latent_shape(group.count))

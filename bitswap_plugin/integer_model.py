@@ -206,8 +206,8 @@ class IntegerNet:
         yield f"{prefix}.head", self.head
 
     @classmethod
-    def from_tensors(cls, spec: NetSpec, config: ModelConfig, tensors: dict[str, torch.Tensor], prefix: str) -> IntegerNet:
-        w, k = config.width, spec.first_kernel
+    def from_tensors(cls, spec: NetSpec, width: int, blocks: int, tensors: dict[str, torch.Tensor], prefix: str) -> IntegerNet:
+        w, k = width, spec.first_kernel
         conv_in = IntegerConv.from_tensors(tensors, f"{prefix}.conv_in", (w, spec.in_channels, k, k), spec.in_max)
         blocks = [
             IntegerBlock(
@@ -215,7 +215,7 @@ class IntegerNet:
                 IntegerConv.from_tensors(tensors, f"{prefix}.blocks.{j}.conv1", (w, w, 3, 3), ACT_MAX),
                 IntegerConv.from_tensors(tensors, f"{prefix}.blocks.{j}.conv2", (w, w, 3, 3), ACT_MAX),
             )
-            for j in range(config.res_blocks)
+            for j in range(blocks)
         ]
         act_head = Requantizer.from_tensors(tensors, f"{prefix}.act_head", 1)
         head_shape = (2 * spec.out_channels + spec.coef_channels, w, 3, 3)
@@ -254,14 +254,25 @@ class IntegerVAE:
     """
 
     architecture = ARCHITECTURE
+    config_type = ModelConfig
     likelihood_type = ChannelConditionedLogistic
     """The entropy model of the pixels given z1 (:meth:`likelihood`)."""
 
-    def __init__(self, config: ModelConfig, posterior_nets: list[IntegerNet], prior_nets: list[IntegerNet]) -> None:
+    def __init__(self, config: ModelConfig, nets: dict[str, IntegerNet]) -> None:
+        if set(nets) != set(self.network_specs(config)):
+            raise BitSwapError(f"a {self.architecture} model needs the networks {sorted(self.network_specs(config))}")
         self.config = config
-        self._q = posterior_nets
-        self._p = prior_nets
+        self._nets = nets
+        """The networks by name: ``q.i`` for q(z_{i+1} | z_i), ``p.i`` for p(z_i | z_{i+1})."""
         self.content_hash = self._canonical_hash()
+
+    @classmethod
+    def network_specs(cls, config: ModelConfig) -> dict[str, tuple[NetSpec, int, int]]:
+        """(spec, width, residual blocks) of each network, by name."""
+        q_specs, p_specs = net_specs(config)
+        specs = {f"q.{i}": (spec, config.width, config.res_blocks) for i, spec in enumerate(q_specs)}
+        specs.update({f"p.{i}": (spec, config.width, config.res_blocks) for i, spec in enumerate(p_specs)})
+        return specs
 
     # -- network codes ----------------------------------------------------
 
@@ -269,30 +280,30 @@ class IntegerVAE:
         """Codes of q(z_{level+1} | .): level 0 takes pixels (N,C,H,W) in 0..255, level i>=1 z_i bins."""
         k = self.config.latent_bins
         if level == 0:
-            return self._q[0](pixels_to_input(_check_input(inp, PIXEL_BINS, "pixels")))
-        return self._q[level](latents_to_input(_check_input(inp, k, "latent bins"), k))
+            return self._nets["q.0"](pixels_to_input(_check_input(inp, PIXEL_BINS, "pixels")))
+        return self._nets[f"q.{level}"](latents_to_input(_check_input(inp, k, "latent bins"), k))
 
     def prior_codes(self, level: int, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Codes of p(z_level | z_{level+1}); at level 0 of p(x | z1) (pixel bins, N,C,2h,2w), plus
         the (N,3,2h,2w) channel-conditioning coefficients if the model has them."""
         k = self.config.latent_bins
-        return self._p[level](latents_to_input(_check_input(z, k, "latent bins"), k))
+        return self._nets[f"p.{level}"](latents_to_input(_check_input(z, k, "latent bins"), k))
 
     # -- entropy models ---------------------------------------------------
 
     def posterior(self, level: int, below: torch.Tensor, batch: int | None = None) -> DiscretizedLogistic:
         """q(z_{level+1} | z_level), ``below`` being pixels at level 0."""
-        return DiscretizedLogistic(*_batched(self.posterior_codes, level, below, batch), self.config.latent_bins)
+        return DiscretizedLogistic(*batched(self.posterior_codes, level, below, batch), self.config.latent_bins)
 
     def prior(self, level: int, above: torch.Tensor, batch: int | None = None) -> DiscretizedLogistic:
         """p(z_level | z_{level+1}) for 1 <= level < L."""
         if not 1 <= level < self.config.latent_layers:
             raise ValueError(f"latent prior levels are 1..{self.config.latent_layers - 1}, got {level}")
-        return DiscretizedLogistic(*_batched(self.prior_codes, level, above, batch), self.config.latent_bins)
+        return DiscretizedLogistic(*batched(self.prior_codes, level, above, batch), self.config.latent_bins)
 
     def likelihood(self, z1: torch.Tensor, known: torch.Tensor | None = None, batch: int | None = None) -> ChannelConditionedLogistic:
         """p(x | z1); ``known`` marks padding pixels (coded at zero bits)."""
-        return self.likelihood_type(_batched(self.prior_codes, 0, z1, batch), known)
+        return self.likelihood_type(batched(self.prior_codes, 0, z1, batch), known)
 
     def top_prior(self, count: int, device: torch.device | str = "cpu") -> SharedLogistic:
         """p(z_L) of ``count`` symbols: the standard logistic, one table for all."""
@@ -311,9 +322,8 @@ class IntegerVAE:
         return {name: part.bound for name, part in self._parts() if isinstance(part, IntegerConv)}
 
     def _parts(self) -> Iterator[tuple[str, IntegerConv | Requantizer]]:
-        for kind, nets in (("q", self._q), ("p", self._p)):
-            for level, net in enumerate(nets):
-                yield from net.parts(f"{kind}.{level}")
+        for name, net in self._nets.items():
+            yield from net.parts(name)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """All parameters as named int64 CPU tensors (the file contents)."""
@@ -342,20 +352,22 @@ class IntegerVAE:
     def from_tensors(cls, metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> IntegerVAE:
         """The model a file holds (its metadata and tensors), validating every tensor."""
         try:
-            config = ModelConfig.from_json(metadata.get("config", ""))
+            config = cls.config_type.from_json(metadata.get("config", ""))
         except BitSwapError as exc:
             raise CorruptFileError(f"bad model config: {exc}") from None
-        q_specs, p_specs = net_specs(config)
-        q = [IntegerNet.from_tensors(s, config, tensors, f"q.{i}") for i, s in enumerate(q_specs)]
-        p = [IntegerNet.from_tensors(s, config, tensors, f"p.{i}") for i, s in enumerate(p_specs)]
-        model = cls(config, q, p)
+        nets = {
+            name: IntegerNet.from_tensors(spec, width, blocks, tensors, name)
+            for name, (spec, width, blocks) in cls.network_specs(config).items()
+        }
+        model = cls(config, nets)
         extra = set(tensors) - set(model.tensors())
         if extra:
             raise CorruptFileError(f"model file has unexpected tensors {sorted(extra)[:5]}")
         return model
 
 
-def _batched(codes: Callable[..., tuple[torch.Tensor, ...]], level: int, inp: torch.Tensor, batch: int | None) -> tuple[torch.Tensor, ...]:
+def batched(codes: Callable[[int, torch.Tensor], tuple[torch.Tensor, ...]], level: int, inp: torch.Tensor,
+            batch: int | None) -> tuple[torch.Tensor, ...]:
     """``codes(level, inp)`` computed ``batch`` patches at a time (all at once for None)."""
     if batch is None or inp.shape[0] <= batch:
         return codes(level, inp)
@@ -414,8 +426,8 @@ def integer_neg_elbo(model: IntegerVAE, x: torch.Tensor, generator: torch.Genera
         bits -= dist.information(z).sum()
         inp = z.view(latent_shape)
         zs.append(inp)
-    for channels, dist in model.likelihood(zs[0]).steps(x):
-        bits += dist.information(x[:, channels]).sum()
+    for index, dist in model.likelihood(zs[0]).steps(x):
+        bits += dist.information(x[index]).sum()
     for level in range(1, model.config.latent_layers):
         bits += model.prior(level, zs[level]).information(zs[level - 1]).sum()
     bits += model.top_prior(zs[-1].numel()).information(zs[-1]).sum()

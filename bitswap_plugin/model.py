@@ -25,14 +25,18 @@ Two forward modes share the parameters:
 from __future__ import annotations
 
 import math
+import os
 from typing import NamedTuple
 
+import safetensors
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .architecture import (
     ACT_MAX,
+    ARCHITECTURE,
     COEF_FRAC,
     MAX_SHIFT,
     MULT_BITS,
@@ -60,7 +64,7 @@ CALIBRATION_QUANTILE = 0.9999
 _BIAS_LIMIT = float(1 << 24)
 """With |acc| < 2**24, |bias| <= 2**24 + half an output step, multipliers < 2**MULT_BITS and
 shifts <= MAX_SHIFT, (acc + bias) * multiplier stays below 2**53: float64 emulates it exactly."""
-_LN2 = math.log(2.0)
+LN2 = math.log(2.0)
 
 
 # ----------------------------------------------------------------------------
@@ -277,7 +281,7 @@ def discretized_logistic_log_mass(
     return torch.where(k <= 0, log_cdf_upper, torch.where(k >= num_bins - 1, log_sf_lower, middle))
 
 
-def _codes_to_bins(mean: torch.Tensor, log_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def codes_to_bins(mean: torch.Tensor, log_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean / (1 << MEAN_FRAC), log_scale / (1 << LOG_SCALE_FRAC)
 
 
@@ -295,6 +299,8 @@ class Loss(NamedTuple):
 
 class BitSwapVAE(nn.Module):
     """Float Bit-Swap VAE with an integer-exact quantized mode (see the module docstring)."""
+
+    architecture = ARCHITECTURE
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -351,24 +357,20 @@ class BitSwapVAE(nn.Module):
         zs, log_q = [], []
         inp = x
         for level in range(self.config.latent_layers):
-            mean, log_scale = _codes_to_bins(*self.posterior(level, inp))
+            mean, log_scale = codes_to_bins(*self.posterior(level, inp))
             z = self._sample(mean, log_scale, generator)
             zs.append(z)
             log_q.append(self._latent_log_prob(z, mean, log_scale))
             inp = z
-        mean, log_scale, *coefs = self.prior(0, zs[0])
-        if coefs:
-            mean = conditioned_mean(mean, coefs[0], x.float(), exact=self.quantized)
-        mean, log_scale = _codes_to_bins(mean, log_scale)
-        recon = -discretized_logistic_log_mass(x.float(), mean, log_scale, PIXEL_BINS).sum() / (n * _LN2)
+        recon = self.recon_bits(zs[0], x) / n
         kl_channels = []
         for level in range(self.config.latent_layers):
             if level + 1 < self.config.latent_layers:
                 codes = self.prior(level + 1, zs[level + 1])
             else:
                 codes = self.top_prior(zs[level].shape, x.device)
-            log_p = self._latent_log_prob(zs[level], *_codes_to_bins(*codes))
-            kl_channels.append((log_q[level] - log_p).sum((2, 3)).mean(0) / _LN2)
+            log_p = self._latent_log_prob(zs[level], *codes_to_bins(*codes))
+            kl_channels.append((log_q[level] - log_p).sum((2, 3)).mean(0) / LN2)
         kl = torch.stack(kl_channels)
         return Loss(
             loss=(recon + kl.clamp(min=free_bits).sum()) / dims,
@@ -377,19 +379,38 @@ class BitSwapVAE(nn.Module):
             kl=kl.sum(1) / dims,
         )
 
+    def recon_bits(self, z1: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log2 p(x | z1) summed over the batch (the likelihood; an architecture may replace it)."""
+        mean, log_scale, *coefs = self.prior(0, z1)
+        if coefs:
+            mean = conditioned_mean(mean, coefs[0], x.float(), exact=self.quantized)
+        return -discretized_logistic_log_mass(x.float(), *codes_to_bins(mean, log_scale), PIXEL_BINS).sum() / LN2
+
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Fix every quantizer's steps from float activations on patches ``x`` and enter quantized mode."""
         self.quantized = False
-        inputs = []
         inp = x
         for level in range(self.config.latent_layers):
-            inputs.append((self.q[level], pixels_to_input(inp.float()) if level == 0 else self._latent_input(inp)))
-            inp = self._sample(*_codes_to_bins(*self.posterior(level, inp)), generator)
-            inputs.append((self.p[level], self._latent_input(inp)))
-        for net, net_input in inputs:
-            net.calibrate(net_input)
+            self.q[level].calibrate(pixels_to_input(inp.float()) if level == 0 else self._latent_input(inp))
+            inp = self._sample(*codes_to_bins(*self.posterior(level, inp)), generator)
+            if level == 0:
+                self.calibrate_likelihood(inp, x)
+            else:
+                self.p[level].calibrate(self._latent_input(inp))
         self.quantized = True
+
+    def calibrate_likelihood(self, z1: torch.Tensor, x: torch.Tensor) -> None:
+        """Calibrate p(x | z1)'s quantizers on latents ``z1`` of patches ``x``."""
+        self.p[0].calibrate(self._latent_input(z1))
+
+    def integer_networks(self) -> list[tuple[str, Net]]:
+        """The networks the integer model holds, by its names (``q.i``, ``p.i``)."""
+        return [(f"q.{i}", net) for i, net in enumerate(self.q)] + [(f"p.{i}", net) for i, net in enumerate(self.p)]
+
+    def export(self) -> IntegerVAE:
+        """The integer model of this (calibrated) model."""
+        return IntegerVAE(self.config, {name: export_net(net) for name, net in self.integer_networks()})
 
     def _latent_input(self, z: torch.Tensor) -> torch.Tensor:
         return latents_to_input(z, self.config.latent_bins)
@@ -410,16 +431,34 @@ def neg_elbo(
     return total / x.shape[0]
 
 
-def save_float_model(model: BitSwapVAE, path: str) -> None:
-    """Save a training checkpoint: config JSON and state dict (loadable with ``weights_only=True``)."""
-    torch.save({"config": model.config.to_json(), "state_dict": model.state_dict()}, path)
+def save_float_model(model: BitSwapVAE, path: str | os.PathLike, half: bool = False) -> None:
+    """Write the float weights as safetensors, with the architecture and configuration in the
+    metadata: what ``bitswap train --init`` continues from. ``half`` stores the parameters as
+    float16 (the files shipped beside each model); buffers keep their precision."""
+    parameters = {name for name, _ in model.named_parameters()}
+    tensors = {
+        name: (t.half() if half and name in parameters else t).detach().cpu().contiguous()
+        for name, t in model.state_dict().items()
+        if isinstance(t, torch.Tensor)
+    }
+    metadata = {"architecture": model.architecture, "config": model.config.to_json(), "quantized": str(model.quantized)}
+    safetensors.torch.save_file(tensors, os.fspath(path), metadata=metadata)
 
 
-def load_float_model(path: str) -> BitSwapVAE:
-    """Load a checkpoint written by :func:`save_float_model` without unpickling arbitrary objects."""
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    model = BitSwapVAE(ModelConfig.from_json(data["config"]))
-    model.load_state_dict(data["state_dict"])
+def load_float_model(path: str | os.PathLike) -> BitSwapVAE:
+    """The float model of a file written by :func:`save_float_model`, of any registered architecture."""
+    from .zoo import ARCHITECTURES
+
+    with safetensors.safe_open(os.fspath(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    architecture = ARCHITECTURES.get(metadata.get("architecture", ""))
+    if architecture is None:
+        raise BitSwapError(f"{os.fspath(path)!r} is not a float model of a known architecture")
+    model = architecture.float_model_class()(architecture.integer_model.config_type.from_json(metadata["config"]))
+    state = model.state_dict()
+    model.load_state_dict({name: tensors[name].to(state[name].dtype) if name in tensors else value for name, value in state.items()})
+    model.quantized = metadata.get("quantized") == "True"
     return model
 
 
@@ -436,7 +475,7 @@ def _export_conv(conv: QConv, in_step: float, out_step: torch.Tensor, out_offset
     return IntegerConv(w_int.detach().cpu().to(torch.int64), _export_requant(rq), conv.in_max)
 
 
-def _export_net(net: Net) -> IntegerNet:
+def export_net(net: Net) -> IntegerNet:
     spec, rs = net.spec, float(net.residual_step)
     conv_in = _export_conv(net.conv_in, spec.in_step, net.residual_step)
     blocks = []
@@ -459,4 +498,4 @@ def export_integer_model(model: BitSwapVAE) -> IntegerVAE:
     if not model.quantized:
         raise BitSwapError("the float model must be calibrated (quantized mode) before export")
     with torch.no_grad():
-        return IntegerVAE(model.config, [_export_net(n) for n in model.q], [_export_net(n) for n in model.p])
+        return model.export()

@@ -11,7 +11,7 @@ One run has three phases, all resumable from the checkpoint in ``--out``:
 2. **qat**: calibration of every quantizer, then quantization-aware
    fine-tuning with the integer network's arithmetic in the loop;
 3. **export**: the integer model the codec uses (``<out>/<name>.safetensors``),
-   the float weights (``<name>.float.pt``, for ``--init``) and ``summary.json``
+   the float weights (``<name>.float.safetensors``, for ``--init``) and ``summary.json``
    with the float, quantized and integer -ELBO on the same validation patches.
 
 Validation patches come from the last ``--val-images`` photos (sorted by
@@ -45,9 +45,10 @@ from tqdm import tqdm
 from .architecture import ModelConfig
 from .errors import BitSwapError
 from .integer_model import integer_neg_elbo, save_integer_model
-from .model import BitSwapVAE, export_integer_model, load_float_model, neg_elbo, save_float_model
+from .model import BitSwapVAE, Net, export_integer_model, load_float_model, neg_elbo, save_float_model
+from .polyphase import PolyphaseConfig
 from .patches import PATCH
-from .zoo import load_model_file
+from .zoo import ARCHITECTURES, load_model_file
 
 PRESETS = {
     "rgb": ModelConfig(
@@ -56,6 +57,10 @@ PRESETS = {
     "gray": ModelConfig(channels=1, latent_channels=4, latent_layers=2, width=64, res_blocks=2, name="bitswap-gray"),
     "tiny-rgb": ModelConfig(channels=3, latent_channels=8, latent_layers=2, width=32, res_blocks=1, name="tiny-rgb"),
     "tiny-gray": ModelConfig(channels=1, latent_channels=4, latent_layers=2, width=32, res_blocks=1, name="tiny-gray"),
+    "polyphase-rgb": PolyphaseConfig(
+        channels=3, latent_channels=8, latent_layers=2, width=64, res_blocks=2, channel_conditioning=True, name="polyphase-rgb"
+    ),
+    "polyphase-gray": PolyphaseConfig(channels=1, latent_channels=4, latent_layers=2, width=64, res_blocks=2, name="polyphase-gray"),
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm")
 CHECKPOINT = "checkpoint.pt"
@@ -118,6 +123,14 @@ class PatchSampler:
 # -- model initialisation and schedule --------------------------------------
 
 
+def float_model(config: ModelConfig) -> BitSwapVAE:
+    """A new float model of the architecture whose configuration type ``config`` has."""
+    for architecture in ARCHITECTURES.values():
+        if type(config) is architecture.integer_model.config_type:
+            return architecture.float_model_class()(config)
+    raise BitSwapError(f"no architecture takes a {type(config).__name__}")
+
+
 @torch.no_grad()
 def data_dependent_init(model: BitSwapVAE, x: torch.Tensor) -> None:
     """Scale every input and inner convolution so its outputs have zero mean and unit variance on ``x``.
@@ -132,8 +145,8 @@ def data_dependent_init(model: BitSwapVAE, x: torch.Tensor) -> None:
         module.bias.sub_(mean).div_(std)
         return (output - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
-    convs = [net.conv_in.conv for net in (*model.q, *model.p)]
-    convs += [block.conv1.conv for net in (*model.q, *model.p) for block in net.blocks]
+    nets = [module for module in model.modules() if isinstance(module, Net)]
+    convs = [net.conv_in.conv for net in nets] + [block.conv1.conv for net in nets for block in net.blocks]
     hooks = [conv.register_forward_hook(normalise) for conv in convs]
     try:
         model(x)
@@ -210,7 +223,7 @@ class Trainer:
         val_sampler = PatchSampler(val_paths, channels)
         self.val = val_sampler.sample(settings.val_patches, np.random.default_rng(12345), flip=False)
         torch.manual_seed(settings.seed)  # the initial weights
-        self.model = BitSwapVAE(settings.config).to(device)
+        self.model = float_model(settings.config).to(device)
         self.step = 0
         self.noise = torch.Generator(device=device)
         self.float_val: float | None = None
@@ -398,7 +411,7 @@ class Trainer:
         path = self.out / f"{self.settings.config.name}.safetensors"
         save_integer_model(integer, path)
         loaded = load_model_file(path)
-        save_float_model(model, str(self.out / f"{self.settings.config.name}.float.pt"))
+        save_float_model(model, self.out / f"{self.settings.config.name}.float.safetensors")
         val = self.val
         quantized = neg_elbo(model, val, generator=torch.Generator().manual_seed(0))
         integer_bpd = integer_neg_elbo(loaded, val, torch.Generator().manual_seed(0))
@@ -455,6 +468,10 @@ def plot_log(log: Path, png: Path) -> bool:
 # -- command line ------------------------------------------------------------
 
 
+_INT_OVERRIDES = ("width", "res_blocks", "latent_channels", "latent_layers", "context_width", "context_blocks")
+"""Integer configuration fields the command line may override (context_*: polyphase presets)."""
+
+
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(
         prog="bitswap train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -464,8 +481,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--out", required=True, help="run folder: checkpoint, log, curves, exported model")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="rgb", help="model configuration (default: rgb)")
     parser.add_argument("--name", help="model name (default: the preset's)")
-    for field in ("width", "res_blocks", "latent_channels", "latent_layers"):
+    for field in _INT_OVERRIDES:
         parser.add_argument(f"--{field.replace('_', '-')}", type=int, help=f"override the preset's {field}")
+    parser.add_argument("--schedule", help="override a polyphase preset's pass schedule (e.g. 0|1|2|3, 03|12)")
     parser.add_argument("--conditioning", action=argparse.BooleanOptionalAction, default=None,
                         help="override the preset's channel conditioning (RGB only)")
     defaults = Settings(config=PRESETS["rgb"], data=[])
@@ -474,7 +492,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value, help=f"(default: {value})")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="downscale factors of the training images (default: 1 2 4)")
     parser.add_argument("--transpose", action="store_true", help="also transpose training crops at random")
-    parser.add_argument("--init", default="", help="start from this float checkpoint (<name>.float.pt of an earlier run)")
+    parser.add_argument("--init", default="", help="start from these float weights (<name>.float.safetensors of an earlier run, "
+                        "or the one shipped beside a model)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--minutes", type=float, help="plan --steps and --qat-steps to take about this long (85%%/15%%)")
     parser.add_argument("--time-limit", type=float, help="stop (with a checkpoint) after this many seconds; --resume continues")
@@ -487,12 +506,16 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    overrides = {f: getattr(args, f) for f in ("width", "res_blocks", "latent_channels", "latent_layers") if getattr(args, f) is not None}
+    overrides = {f: getattr(args, f) for f in (*_INT_OVERRIDES, "schedule") if getattr(args, f) is not None}
     if args.conditioning is not None:
         overrides["channel_conditioning"] = args.conditioning
     if args.name:
         overrides["name"] = args.name
-    config = dataclasses.replace(PRESETS[args.preset], **overrides)
+    preset = PRESETS[args.preset]
+    unknown = set(overrides) - {field.name for field in dataclasses.fields(preset)}
+    if unknown:
+        raise BitSwapError(f"preset {args.preset!r} has no {', '.join(sorted(unknown))}")
+    config = dataclasses.replace(preset, **overrides)
     fields = {f.name for f in dataclasses.fields(Settings)} - {"config", "data", "val_data", "init"}
     folders = {key: [os.path.abspath(d) for d in getattr(args, key)] for key in ("data", "val_data")}
     folders["init"] = os.path.abspath(args.init) if args.init else ""

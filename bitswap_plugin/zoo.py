@@ -25,6 +25,7 @@ import torch
 
 from .errors import ModelNotFoundError, UnsupportedFormatError
 from .integer_model import IntegerVAE, read_model_file
+from .polyphase import PolyphaseVAE
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Architecture:
 
 ARCHITECTURES = {
     IntegerVAE.architecture: Architecture(IntegerVAE, "bitswap_plugin.model:BitSwapVAE"),
+    PolyphaseVAE.architecture: Architecture(PolyphaseVAE, "bitswap_plugin.polyphase_model:PolyphaseBitSwapVAE"),
 }
 
 

@@ -50,9 +50,11 @@ def test_methods_are_step_lists_whose_decoders_mirror_them():
 
 
 def test_architecture_registry_reads_files_and_names_its_training_module(tmp_path: Path):
-    for architecture in zoo.ARCHITECTURES.values():
-        assert architecture.float_model_class().__name__ == "BitSwapVAE"
-        assert architecture.likelihood.__name__ == "ChannelConditionedLogistic"
+    likelihoods = {"bitswap-vae": "ChannelConditionedLogistic", "bitswap-polyphase": "PolyphaseLikelihood"}
+    assert set(zoo.ARCHITECTURES) == set(likelihoods)
+    for name, architecture in zoo.ARCHITECTURES.items():
+        assert architecture.float_model_class().architecture == architecture.integer_model.architecture == name
+        assert architecture.likelihood.__name__ == likelihoods[name]
     shipped = zoo.available_models()["tiny-gray"]
     assert zoo.load_model_file(shipped).architecture == "bitswap-vae"  # files without an id are bitswap-vae
     tensors = load_file(shipped)

@@ -1,0 +1,172 @@
+"""Architecture ``bitswap-polyphase``: Bit-Swap whose p(x | z1) has local pixel context.
+
+The latent chain is the Bit-Swap VAE's (:mod:`.architecture`); only the
+likelihood of the pixels changes. A 32x32 patch splits into its four 2x2
+polyphase subimages A = (0, 0), B = (0, 1), C = (1, 0), D = (1, 1) (row and
+column offsets), each 16x16 like z1. They are decoded in *passes* given by
+the configuration's schedule (``"0|1|2|3"``: A, then B, C, D in turn;
+``"03|12"``: a checkerboard, A and D, then B and C). Pass j is a network whose
+input is z1 and every subimage of the passes before it, so a pixel is
+predicted from its decoded neighbours on all sides, in a constant number of
+passes per patch group (never a raster scan). Within a pixel, channels are
+conditioned as in the base architecture (G on R, B on R and G).
+
+Pad pixels of border patches (which cost nothing) enter the context as 0,
+in the encoder and the decoder alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .architecture import (
+    ACT_MAX,
+    CONDITIONING_COEFS,
+    PIXEL_BINS,
+    SQUEEZE,
+    ModelConfig,
+    NetSpec,
+    channel_mean,
+    latents_to_input,
+)
+from .distributions import DiscretizedLogistic
+from .errors import BitSwapError
+from .integer_model import IntegerVAE, batched
+
+ARCHITECTURE = "bitswap-polyphase"
+PIXEL_CONTEXT_GAIN = 4
+"""Decoded pixels enter a pass as ``4 * (2p - 255)``: the range of z1's inputs ``2k - (K - 1)``."""
+SUBIMAGES = SQUEEZE**2
+
+
+@dataclass(frozen=True)
+class PolyphaseConfig(ModelConfig):
+    """A Bit-Swap VAE configuration plus the pass schedule and the size of the pass networks."""
+
+    schedule: str = "0|1|2|3"
+    """Passes separated by ``|``, each the subimages (0 = A .. 3 = D) it decodes."""
+    context_width: int = 48
+    context_blocks: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        passes = [part for part in self.schedule.split("|")]
+        flat = sorted(int(s) for part in passes for s in part if s.isdigit())
+        if flat != list(range(SUBIMAGES)) or any(not part or not part.isdigit() for part in passes):
+            raise BitSwapError(f"invalid model config field schedule={self.schedule!r}: passes of the subimages 0..3, e.g. '0|1|2|3'")
+        if not 1 <= self.context_width <= 1024 or not 0 <= self.context_blocks <= 32:
+            raise BitSwapError("invalid model config field context_width or context_blocks")
+
+    @property
+    def passes(self) -> tuple[tuple[int, ...], ...]:
+        """The subimages each pass decodes, in decoding order."""
+        return tuple(tuple(int(s) for s in part) for part in self.schedule.split("|"))
+
+
+def pass_specs(config: PolyphaseConfig) -> list[NetSpec]:
+    """The network of each pass: z1 and the earlier passes' subimages in, (mean, log-scale) codes of
+    each subpixel of the pass's subimages out (plus the channel-conditioning coefficients)."""
+    specs, decoded = [], 0
+    for subimages in config.passes:
+        m = len(subimages)
+        specs.append(NetSpec(
+            in_channels=config.latent_channels + config.channels * decoded,
+            out_channels=config.channels * m,
+            in_max=config.latent_bins - 1,
+            in_step=config.delta / 2,
+            first_kernel=3,
+            num_bins=PIXEL_BINS,
+            bins_per_unit=ACT_MAX / 2,
+            pixel_output=False,
+            coef_channels=CONDITIONING_COEFS * m if config.channel_conditioning else 0,
+        ))
+        decoded += m
+    return specs
+
+
+def subimage(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Subimage ``s`` of pixels (N, C, H, W): a (N, C, H/2, W/2) view."""
+    return x[:, :, s // SQUEEZE :: SQUEEZE, s % SQUEEZE :: SQUEEZE]
+
+
+def pass_input(z1_input: torch.Tensor, x: torch.Tensor, earlier: list[int]) -> torch.Tensor:
+    """A pass's integer input: z1 (as ``2k - (K - 1)``), then the ``earlier`` subimages of ``x``."""
+    parts = [z1_input] + [PIXEL_CONTEXT_GAIN * (2 * subimage(x, s) - ACT_MAX) for s in earlier]
+    return torch.cat(parts, 1)
+
+
+def split_pass(codes: tuple[torch.Tensor, ...], m: int, channels: int) -> list[tuple[torch.Tensor, ...]]:
+    """A pass head's clamped codes, per subimage of the pass: (mean, log-scale[, coefficients]),
+    means and log-scales (N, C, h, w), coefficients (N, 3, h, w). Head channel ``c * m + i`` is
+    channel c of the pass's i-th subimage, coefficient ``j * m + i`` its j-th coefficient."""
+    n, _, h, w = codes[0].shape
+    per_part = [t.reshape(n, -1, m, h, w) for t in codes]
+    return [tuple(t[:, :, i] for t in per_part) for i in range(m)]
+
+
+class PolyphaseLikelihood:
+    """p(x | z1) decoded pass by pass; the pass networks run as :meth:`steps` gets to them."""
+
+    def __init__(self, model: PolyphaseVAE, z1: torch.Tensor, known: torch.Tensor | None, batch: int | None) -> None:
+        self.model, self.batch = model, batch
+        config = model.config
+        self.z1_input = latents_to_input(z1, config.latent_bins)
+        n, _, h, w = z1.shape
+        self.shape = (n, config.channels, SQUEEZE * h, SQUEEZE * w)
+        self.known = None if known is None else known.expand(self.shape)
+
+    def steps(self, x: torch.Tensor) -> Iterator[tuple[tuple, DiscretizedLogistic]]:
+        """(index into x, entropy model) pairs in decoding order: per pass, per subimage, per
+        channel (all channels at once without conditioning). A pass's network reads only the
+        subimages of earlier passes, so a decoder fills ``x[index]`` before asking for the next."""
+        config = self.model.config
+        everything = slice(None)
+        decoded: list[int] = []
+        for j, subimages in enumerate(config.passes):
+            context = x if self.known is None else x.masked_fill(self.known, 0)
+            inp = pass_input(self.z1_input, context, decoded)
+            codes = batched(lambda _, part: self.model.pass_codes(j, part), 0, inp, self.batch)
+            for s, (mean, log_scale, *coefs) in zip(subimages, split_pass(codes, len(subimages), config.channels)):
+                known = None if self.known is None else subimage(self.known, s)
+                rows, cols = slice(s // SQUEEZE, None, SQUEEZE), slice(s % SQUEEZE, None, SQUEEZE)
+                if not coefs:
+                    yield (everything, everything, rows, cols), DiscretizedLogistic(mean, log_scale, PIXEL_BINS, known)
+                    continue
+                pixels = subimage(x, s)
+                for c in range(config.channels):
+                    mean_c = channel_mean(mean, coefs[0], pixels, c, exact=True)
+                    known_c = None if known is None else known[:, c]
+                    yield (everything, slice(c, c + 1), rows, cols), DiscretizedLogistic(mean_c, log_scale[:, c], PIXEL_BINS, known_c)
+            decoded += subimages
+
+
+class PolyphaseVAE(IntegerVAE):
+    """The integer model of architecture ``bitswap-polyphase``: the base VAE's networks but p(x | z1),
+    plus one network per pass (``pass.j``)."""
+
+    architecture = ARCHITECTURE
+    config_type = PolyphaseConfig
+    likelihood_type = PolyphaseLikelihood
+
+    @classmethod
+    def network_specs(cls, config: PolyphaseConfig) -> dict[str, tuple[NetSpec, int, int]]:
+        specs = super().network_specs(config)
+        del specs["p.0"]
+        for j, spec in enumerate(pass_specs(config)):
+            specs[f"pass.{j}"] = (spec, config.context_width, config.context_blocks)
+        return specs
+
+    def pass_codes(self, j: int, inp: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Clamped codes of pass ``j`` for its integer input (:func:`pass_input`)."""
+        return self._nets[f"pass.{j}"](inp)
+
+    def prior_codes(self, level: int, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if level == 0:
+            raise ValueError("p(x | z1) of a polyphase model needs the decoded pixels: use likelihood()")
+        return super().prior_codes(level, z)
+
+    def likelihood(self, z1: torch.Tensor, known: torch.Tensor | None = None, batch: int | None = None) -> PolyphaseLikelihood:
+        return PolyphaseLikelihood(self, z1, known, batch)

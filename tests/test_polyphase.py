@@ -1,0 +1,118 @@
+"""Architecture bitswap-polyphase: pass context, integer export, coding, files and training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bitswap_plugin as bsw
+from bitswap_plugin import zoo
+from bitswap_plugin.errors import BitSwapError
+from bitswap_plugin.integer_model import integer_neg_elbo, save_integer_model
+from bitswap_plugin.model import export_integer_model, load_float_model, neg_elbo, save_float_model
+from bitswap_plugin.polyphase import PolyphaseConfig, PolyphaseVAE, subimage
+from bitswap_plugin.polyphase_model import PolyphaseBitSwapVAE
+
+CONFIG = PolyphaseConfig(channels=3, latent_channels=4, latent_layers=2, width=16, res_blocks=1, channel_conditioning=True,
+                         context_width=12, context_blocks=1, name="pp-test")
+
+
+def _smooth(n: int, channels: int, seed: int) -> torch.Tensor:
+    """(n, C, 32, 32) uint8 patches: random ramps plus noise (learnable, not constant)."""
+    rng = np.random.default_rng(seed)
+    ramp = np.add.outer(np.arange(32), np.arange(32))[None, None]
+    base = rng.integers(0, 160, (n, channels, 1, 1)) + ramp * rng.uniform(0.5, 2.5, (n, 1, 1, 1))
+    return torch.from_numpy(np.clip(base + rng.integers(0, 12, (n, channels, 32, 32)), 0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[PolyphaseBitSwapVAE, torch.Tensor]:
+    """A small polyphase model trained briefly, calibrated and QAT-tuned a little."""
+    torch.manual_seed(0)
+    model = PolyphaseBitSwapVAE(CONFIG)
+    data = _smooth(64, 3, 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=4e-3)
+    for step in range(50):
+        if step == 40:
+            model.calibrate(data[:32], generator=torch.Generator().manual_seed(0))
+        loss = model(data[step % 2 * 32 : step % 2 * 32 + 32])
+        optimizer.zero_grad()
+        loss.loss.backward()
+        optimizer.step()
+    return model, data
+
+
+@pytest.fixture(scope="module")
+def registered(trained, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("pp") / "pp-test.safetensors"
+    save_integer_model(export_integer_model(trained[0]), path)
+    return zoo.register_model(path)
+
+
+def test_schedules_are_validated():
+    assert PolyphaseConfig(schedule="03|12").passes == ((0, 3), (1, 2))
+    for bad in ("0|1|2", "0|1|2|3|3", "01|2|x", "", "0||123"):
+        with pytest.raises(BitSwapError, match="schedule"):
+            PolyphaseConfig(schedule=bad)
+    assert PolyphaseConfig.from_json(CONFIG.to_json()) == CONFIG
+
+
+def test_a_pass_sees_only_earlier_passes(trained):
+    model = export_integer_model(trained[0])
+    x = _smooth(2, 3, 5).long()
+    z1 = torch.randint(0, 1024, (2, 4, 16, 16), generator=torch.Generator().manual_seed(3))
+    base = [(index, dist.ranges(x[index])) for index, dist in model.likelihood(z1).steps(x)]
+    for changed in range(4):  # perturb one subimage: only the steps of later passes may change
+        y = x.clone()
+        subimage(y, changed).copy_(255 - subimage(y, changed))
+        steps = list(model.likelihood(z1).steps(y))
+        for (index, ranges), (_, dist) in zip(base, steps):
+            same = all(torch.equal(a, b) for a, b in zip(ranges, dist.ranges(x[index])))
+            step_subimage = 2 * index[2].start + index[3].start
+            step_pass = CONFIG.passes.index(next(p for p in CONFIG.passes if step_subimage in p))
+            changed_pass = CONFIG.passes.index(next(p for p in CONFIG.passes if changed in p))
+            if step_pass <= changed_pass and not (step_pass == changed_pass and index[1].start > 0):
+                assert same, (changed, index)
+    later = list(model.likelihood(z1).steps(torch.where(subimage_mask(0), 255 - x, x)))
+    assert any(not torch.equal(a.ranges(x[i])[0], b[1][0]) for (i, a), b in zip(later, base))
+
+
+def subimage_mask(s: int) -> torch.Tensor:
+    mask = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    subimage(mask, s).fill_(True)
+    return mask
+
+
+def test_integer_model_reproduces_the_quantized_model(trained):
+    model, data = trained
+    integer = export_integer_model(model)
+    assert isinstance(integer, PolyphaseVAE)
+    x = torch.cat([data] * 2)
+    quantized = neg_elbo(model, x, generator=torch.Generator().manual_seed(0))
+    coded = integer_neg_elbo(integer, x, torch.Generator().manual_seed(0))
+    assert abs(coded / quantized - 1) < 0.01, (coded, quantized)
+
+
+def test_files_round_trip_and_decode_alike_in_any_batch(registered: str):
+    rng = np.random.default_rng(9)
+    image = np.clip(np.add.outer(np.arange(90), np.arange(110))[..., None] + rng.integers(0, 20, (90, 110, 3)), 0, 255).astype(np.uint8)
+    for method in ("bitswap", "bbans"):
+        data = bsw.compress(image, model=registered, method=method)
+        assert bsw.read_info(data).models[0][0] == registered
+        for batch in (1, 7, None):
+            np.testing.assert_array_equal(bsw.decompress(data, batch_size=batch), image)
+    rgba = np.dstack([image, image[..., :1]])
+    np.testing.assert_array_equal(bsw.decompress(bsw.compress(rgba, model=registered)), rgba)
+
+
+def test_float_weights_round_trip_in_half_precision(trained, tmp_path: Path):
+    model, _ = trained
+    save_float_model(model, tmp_path / "pp.float.safetensors", half=True)
+    loaded = load_float_model(tmp_path / "pp.float.safetensors")
+    assert type(loaded) is PolyphaseBitSwapVAE and loaded.config == CONFIG and loaded.quantized
+    for (name, a), (_, b) in zip(model.named_parameters(), loaded.named_parameters()):
+        assert torch.equal(a.detach().half().float(), b.detach()), name
+    assert (tmp_path / "pp.float.safetensors").stat().st_size < 0.6 * 4 * sum(p.numel() for p in model.parameters())
