@@ -287,6 +287,8 @@ def decompress(
     plane_models = [models[index] for index in header.plane_models]
     if any(model.config.channels != plane.channels for model, plane in zip(plane_models, mode.planes)):
         raise CorruptFileError("corrupt .bsw file: a plane names a model with the wrong channel count")
+    if any(model.pixel_context for model in models) and not header.plan.version.pixel_context:
+        raise CorruptFileError(f"corrupt .bsw file: a version {header.plan.version.number} stream names a model with pixel context")
     _check_seed_fits(header, plane_models)
     # every pixel is decoded (seed and groups cover all patches): pages are touched only as decoding gets there
     stack = torch.empty((frames, mode.channels, height, width), dtype=torch.uint8, device=device)

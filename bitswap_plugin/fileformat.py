@@ -29,14 +29,17 @@ class Version:
     """Most ANS lanes a stream may have."""
     spread_posterior: bool
     """Whether the posterior's pushes and pops are spread (see :mod:`.ans`)."""
+    pixel_context: bool
+    """Whether a model may decode the pixels in passes with local pixel context (``bitswap-polyphase``)."""
 
 
 VERSIONS = {
-    1: Version(1, max_group=256, max_lanes=1 << 12, spread_posterior=False),
-    2: Version(2, max_group=1024, max_lanes=1 << 16, spread_posterior=True),
+    1: Version(1, max_group=256, max_lanes=1 << 12, spread_posterior=False, pixel_context=False),
+    2: Version(2, max_group=1024, max_lanes=1 << 16, spread_posterior=True, pixel_context=False),
+    3: Version(3, max_group=1024, max_lanes=1 << 16, spread_posterior=True, pixel_context=True),
 }
 """Every version this reader decodes."""
-VERSION = VERSIONS[2]
+VERSION = VERSIONS[3]
 """The version this writer writes."""
 
 METHODS = ("bitswap", "bbans")

@@ -254,6 +254,8 @@ class IntegerVAE:
     """
 
     architecture = ARCHITECTURE
+    pixel_context = False
+    """Whether the likelihood decodes pixels from decoded neighbours (format version 3 on)."""
     config_type = ModelConfig
     likelihood_type = ChannelConditionedLogistic
     """The entropy model of the pixels given z1 (:meth:`likelihood`)."""
@@ -408,27 +410,33 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, 
 
 
 @torch.no_grad()
-def integer_neg_elbo(model: IntegerVAE, x: torch.Tensor, generator: torch.Generator | None = None) -> float:
-    """Expected bits-back code length of uint8 patches ``x`` in bits per subpixel (one latent sample).
+def integer_elbo_terms(model: IntegerVAE, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[float, list[float]]:
+    """(reconstruction, KL of each latent layer) of uint8 patches ``x`` in bits, one latent sample.
 
     Latents are drawn exactly from the integer posteriors' quantized
     frequencies, and every term is the ANS cost ``-log2(freq / 2**PRECISION)``
-    of the model's entropy models.
+    of the model's entropy models; the KL of layer i is what coding z_i costs
+    under its prior minus what popping it from the posterior gives back.
     """
     x = x.to(torch.int64)
-    bits = torch.zeros((), dtype=torch.float64)
     latent_shape = model.config.latent_shape(x.shape[0])
-    zs = []
+    zs, kl = [], []
     inp = x
     for level in range(model.config.latent_layers):
         dist = model.posterior(level, inp)
         z = dist.locate(torch.randint(0, TOTAL, (len(dist),), generator=generator, device=x.device))[0]
-        bits -= dist.information(z).sum()
+        kl.append(-float(dist.information(z).sum()))
         inp = z.view(latent_shape)
         zs.append(inp)
-    for index, dist in model.likelihood(zs[0]).steps(x):
-        bits += dist.information(x[index]).sum()
+    recon = sum(float(dist.information(x[index]).sum()) for index, dist in model.likelihood(zs[0]).steps(x))
     for level in range(1, model.config.latent_layers):
-        bits += model.prior(level, zs[level]).information(zs[level - 1]).sum()
-    bits += model.top_prior(zs[-1].numel()).information(zs[-1]).sum()
-    return float(bits) / x.numel()
+        kl[level - 1] += float(model.prior(level, zs[level]).information(zs[level - 1]).sum())
+    kl[-1] += float(model.top_prior(zs[-1].numel()).information(zs[-1]).sum())
+    return recon, kl
+
+
+def integer_neg_elbo(model: IntegerVAE, x: torch.Tensor, generator: torch.Generator | None = None) -> float:
+    """Expected bits-back code length of uint8 patches ``x`` in bits per subpixel (one latent sample):
+    :func:`integer_elbo_terms` summed."""
+    recon, kl = integer_elbo_terms(model, x, generator)
+    return (recon + sum(kl)) / x.numel()

@@ -148,6 +148,7 @@ class PolyphaseVAE(IntegerVAE):
     plus one network per pass (``pass.j``)."""
 
     architecture = ARCHITECTURE
+    pixel_context = True
     config_type = PolyphaseConfig
     likelihood_type = PolyphaseLikelihood
 

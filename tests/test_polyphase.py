@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import bitswap_plugin as bsw
-from bitswap_plugin import zoo
-from bitswap_plugin.errors import BitSwapError
+from bitswap_plugin import container, zoo
+from bitswap_plugin.errors import BitSwapError, CorruptFileError
+from bitswap_plugin.fileformat import VERSIONS
 from bitswap_plugin.integer_model import integer_neg_elbo, save_integer_model
 from bitswap_plugin.model import export_integer_model, load_float_model, neg_elbo, save_float_model
 from bitswap_plugin.polyphase import PolyphaseConfig, PolyphaseVAE, subimage
@@ -116,3 +117,13 @@ def test_float_weights_round_trip_in_half_precision(trained, tmp_path: Path):
     for (name, a), (_, b) in zip(model.named_parameters(), loaded.named_parameters()):
         assert torch.equal(a.detach().half().float(), b.detach()), name
     assert (tmp_path / "pp.float.safetensors").stat().st_size < 0.6 * 4 * sum(p.numel() for p in model.parameters())
+
+
+def test_streams_before_version_3_cannot_name_a_model_with_pixel_context(registered: str):
+    image = np.full((64, 96, 3), 90, np.uint8)
+    data = bsw.compress(image, model=registered)
+    header, head, tail = container.unpack(data)
+    assert header.plan.version == VERSIONS[3]
+    header.plan.version = VERSIONS[2]
+    with pytest.raises(CorruptFileError, match="version 2 stream names a model with pixel context"):
+        bsw.decompress(container.pack(header, head, tail))

@@ -123,3 +123,19 @@ def test_distributed_data_parallel_on_two_cpu_processes(data: Path, tmp_path: Pa
     assert [r["step"] for r in log if "train_bpd" in r] == [2, 4, 6]
     summary = json.loads((out / "summary.json").read_text())
     assert load_model_file(out / "bitswap-rgb.safetensors").content_hash == summary["content_hash"]
+
+
+def test_train_a_polyphase_model(data: Path, tmp_path: Path) -> None:
+    """The polyphase preset trains, exports through the registry and codes an image losslessly;
+    --schedule and the context sizes override the preset, a field the preset lacks is refused."""
+    out = tmp_path / "pp"
+    extra = ("--preset", "polyphase-rgb", "--schedule", "03|12", "--context-width", "8", "--context-blocks", "0",
+             "--steps", "3", "--qat-steps", "2", "--val-every", "5", "--threads", "1")
+    assert _train(data, out, *extra) == 0
+    model_path = out / "polyphase-rgb.safetensors"
+    assert type(load_model_file(model_path)).__name__ == "PolyphaseVAE"
+    assert load_float_model(out / "polyphase-rgb.float.safetensors").config.schedule == "03|12"
+    name = zoo.register_model(model_path, "polyphase-in-test")
+    image = np.asarray(Image.open(next(data.iterdir())))[:40, :70]
+    assert np.array_equal(decompress(compress(image, model=name)), image)
+    assert _train(data, tmp_path / "bad", "--context-width", "8") == 1
