@@ -1,56 +1,45 @@
 """Local pixel context for p(x|z1): compare decode-pass schedules at equal training time.
 
-Part of issue 14. Today's p(x|z1) predicts every subpixel independently given
-z1 (one discretized logistic per subpixel, channel conditioning G|R, B|R,G).
-This script trains Bit-Swap VAEs whose p(x|z1) decodes the four 2x2 polyphase
-subimages of the patch in *passes*, each pass conditioned on z1 and on the
-subimages already decoded, and compares schedules on the validation split at
-equal single-thread training time.
+Part of issue 14. Trains Bit-Swap VAEs whose p(x|z1) decodes the four 2x2
+polyphase subimages of the patch (A=(0,0), B=(0,1), C=(1,0), D=(1,1), each
+16x16 like z1) in *passes*, each pass conditioned on z1 and on the subimages
+already decoded, and compares schedules on the validation split at equal
+single-thread training time. The models are the package's:
 
-The VAE squeezes a 32x32 patch to 4C x 16x16 (``F.pixel_unshuffle(x, 2)``):
-channel ``4c + s`` holds subimage s of colour channel c, with A=(0,0) s=0,
-B=(0,1) s=1, C=(1,0) s=2, D=(1,1) s=3, each 16x16 like z1. A schedule is a
-list of passes, each a list of subimage indices:
+* ``independent``  one pass from z1 only: ``bitswap_plugin.model.BitSwapVAE``
+  with the rgb preset (``train.PRESETS["rgb"]``), today's model;
+* ``checkerboard`` ``03|12``: {A, D} from z1, then {B, C} from z1 + A, D;
+* ``polyphase``    ``0|1|2|3``: A, B, C, D in turn, each from z1 + every
+  subimage already decoded;
 
-* ``independent``  ``[[0,1,2,3]]``: one pass from z1 only. With the preset's
-  width and blocks this *is* today's model (same network, same head layout:
-  ``tests/test_context_experiment.py`` checks that loading a ``BitSwapVAE``'s
-  weights gives the identical loss);
-* ``checkerboard`` ``[[0,3],[1,2]]``: {A, D} from z1, then {B, C} from z1 + A, D;
-* ``polyphase``    ``[[0],[1],[2],[3]]``: A, B, C, D in turn, each from z1 +
-  every subimage already decoded.
-
-Every pass is a :class:`bitswap_plugin.model.Net` with its own
-:class:`~bitswap_plugin.model.NetSpec` (so it can go through the same
-quantization-aware training and integer export later). Its integer input is
-the concatenation of z1 as latent integers ``2k - (K - 1)`` (|.| <= 1023) and the
-already decoded subimages as pixel integers ``4 * (2p - 255)`` (|.| <= 1020,
-the same range; not-yet-decoded subimages are omitted). Its head gives, per
-subpixel of the pass's subimages, a mean and log-scale code and, with channel
-conditioning, the 3 coefficients per pixel (``NetSpec.coef_channels``); with
-``--mixture K`` K of each plus K mixture logits per pixel (PixelCNN++/L3C
-style: the mixture is over whole RGB pixels, channel conditioning per
-component). The posterior nets q(z1|x), q(z2|z1) and the latent prior
-p(z1|z2) are ``BitSwapVAE``'s own (the class is subclassed; only p(x|z1) is
-replaced).
+the last two are architecture ``bitswap-polyphase``:
+``polyphase_model.PolyphaseBitSwapVAE(PolyphaseConfig(schedule=...,
+context_width=..., context_blocks=...))`` on the rgb preset. What this script
+adds is ``--mixture K`` (:class:`MixturePassLikelihood`: K discretized
+logistics per pixel, PixelCNN++/L3C style, the mixture over whole RGB pixels
+with channel conditioning per component; float training only, no integer
+export) and the experiment harness.
 
 Training (per scheme, same data stream, same seed): random 32x32 crops
 (``train.PatchSampler``, scales 1 and 2, random flips) of
 ``photos-large/*/*.webp`` minus ``photos-large/val.txt`` plus
 ``photos-train/*.png``; Adam, learning rate decaying exponentially from 2e-3
 to 5e-4 over the time budget, gradient clipping at 1, free bits 1 per latent
-channel, data-dependent init. The budget ``--minutes`` counts *process CPU
-time of the training steps* (``--clock cpu``, the default; one thread, so
-equal to compute time and insensitive to other jobs on the machine) or
-wall time of the training steps (``--clock wall``); validation and
-checkpoints are not counted. Validation: 2048 fixed 32x32 crops (seed 12345)
-of the ``val.txt`` images, one posterior sample with a fixed seed.
+channel, data-dependent init (``train.data_dependent_init``). The budget
+``--minutes`` counts *process CPU time of the training steps* (``--clock
+cpu``, the default; one thread, so equal to compute time and insensitive to
+other jobs on the machine) or wall time of the training steps (``--clock
+wall``); validation and checkpoints are not counted. Validation: 2048 fixed
+32x32 crops (seed 12345) of the ``val.txt`` images, one posterior sample with
+a fixed seed; reconstruction per subimage and per pass, KL per latent layer
+and channel.
 
 Outputs under ``--out`` (default ``runs/context``): per scheme
 ``<label>/log.jsonl`` (one JSON line per validation: CPU and wall seconds,
 steps, val -ELBO, recon per subimage and per pass, KL per latent layer) and
-``<label>/checkpoint.pt`` (state dict, optimizer, config; ``--resume``
-continues it); for all schemes ``results.json`` and ``results.md`` (merged by
+``<label>/checkpoint.pt`` (state dict, optimizer, model config; ``--resume``
+continues it, also from checkpoints of the script's earlier own model
+classes); for all schemes ``results.json`` and ``results.md`` (merged by
 scheme label, rewritten after each scheme). The decoded training images are
 cached in ``<out>/data-cache.npz``.
 
@@ -69,8 +58,11 @@ pinned copy of the package (``runs/`` is git-ignored)::
     mkdir -p runs/context/pkg && git archive HEAD bitswap_plugin | tar -x -C runs/context/pkg
     PYTHONPATH=runs/context/pkg python benchmarks/context_experiment.py ...
 
-A scheme is ``NAME[:wWIDTH][:bBLOCKS][:kMIXTURE]``; the defaults are
-independent w64 b2, checkerboard w64 b2, polyphase w48 b2, mixture 1.
+A scheme is ``NAME[:wWIDTH][:bBLOCKS][:kMIXTURE]`` (width and residual blocks
+of the pass networks); the defaults are independent w64 b2, checkerboard w64
+b2, polyphase w48 b2, mixture 1. ``independent`` with another width, blocks
+or mixture is the one-pass schedule ``0123`` of the polyphase model (the same
+model as ``BitSwapVAE`` but for the p(x|z1) network).
 """
 
 from __future__ import annotations
@@ -88,35 +80,21 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bitswap_plugin.architecture import (
-    ACT_MAX,
-    COEF_FRAC,
-    COEF_MAX,
-    PIXEL_BINS,
-    ModelConfig,
-    NetSpec,
-    conditioned_mean,
-    latents_to_input,
-    mean_code_range,
-    pixels_to_input,
-)
-from bitswap_plugin.fixedpoint import LOG_SCALE_FRAC, LOG_SCALE_MAX, LOG_SCALE_MIN, MEAN_FRAC
-from bitswap_plugin.model import BitSwapVAE, Net, discretized_logistic_log_mass
+from bitswap_plugin.architecture import COEF_FRAC, CONDITIONING_COEFS, PIXEL_BINS, ModelConfig, conditioned_mean, split_head
+from bitswap_plugin.model import LN2, BitSwapVAE, Net, codes_to_bins, discretized_logistic_log_mass
 from bitswap_plugin.patches import PATCH
-from bitswap_plugin.train import PRESETS, PatchSampler, learning_rate
+from bitswap_plugin.polyphase import SUBIMAGES, PolyphaseConfig, pass_specs, split_pass, subimage
+from bitswap_plugin.polyphase_model import PassLikelihood, PolyphaseBitSwapVAE
+from bitswap_plugin.train import PRESETS, PatchSampler, data_dependent_init, learning_rate
 
-_LN2 = math.log(2.0)
-SUBIMAGES = "ABCD"
+SUBIMAGE_NAMES = "ABCD"
 """Polyphase subimage s = 2i + j holds pixels (2y + i, 2x + j): A=(0,0), B=(0,1), C=(1,0), D=(1,1)."""
-PIXEL_CONTEXT_GAIN = 4
-"""Decoded pixels enter a pass net as 4 * (2p - 255): |.| <= 1020, the range of latent inputs (<= 1023)."""
 LOGIT_MAX = 8.0
 """Mixture logits (raw head units) are clamped to [-8, 8]."""
 
@@ -129,233 +107,90 @@ DEFAULT_WIDTH = {"independent": (64, 2), "checkerboard": (64, 2), "polyphase": (
 
 
 # ----------------------------------------------------------------------------
-# Model
+# Model: the package's, plus a mixture likelihood
 
 
-def check_schedule(schedule: list[list[int]]) -> list[list[int]]:
-    """A schedule must be a partition of {0, 1, 2, 3} into non-empty passes."""
-    flat = [s for p in schedule for s in p]
-    if sorted(flat) != [0, 1, 2, 3] or any(not p for p in schedule):
-        raise ValueError(f"schedule {schedule} is not a partition of the subimages 0..3 into non-empty passes")
-    return [list(map(int, p)) for p in schedule]
+class MixturePassLikelihood(PassLikelihood):
+    """:class:`PassLikelihood` with K discretized logistics per pixel.
 
-
-def subimage(xs: torch.Tensor, s: int, channels: int) -> torch.Tensor:
-    """Subimage s (N, C, H/2, W/2) of squeezed pixels ``xs`` (N, 4C, H/2, W/2) (channel 4c + s)."""
-    return xs[:, s : 4 * channels : 4]
-
-
-class ContextLikelihood(nn.Module):
-    """p(x | z1) decoded in passes over the 2x2 polyphase subimages.
-
-    Pass j is a :class:`Net` whose input is z1 (latent integers) followed by
-    the subimages of passes 0..j-1 (pixel integers times
-    :data:`PIXEL_CONTEXT_GAIN`, in schedule order). Its head layout, for the
-    m subimages of the pass and K mixture components, is
-
-    * means ``(k*C + c)*m + i`` and log-scales (the same, after the means),
-    * conditioning coefficients ``(k*3 + j)*m + i`` and then, if K > 1,
-      logits ``k*m + i``
-
-    so that with K = 1 and the schedule ``[[0,1,2,3]]`` it is exactly the
-    squeezed head of ``BitSwapVAE``'s p(x|z1) (means ``4c + s``, coefficients
-    ``4j + s``).
+    Each pass's head is K copies of the plain head's blocks: means
+    ``(k*C + c)*m + i`` and log-scales the same (after the means), conditioning
+    coefficients ``(k*3 + j)*m + i``, then K*m mixture logits ``k*m + i``
+    (raw head units, clamped to :data:`LOGIT_MAX`), for the m subimages of
+    the pass. A pixel's probability is the logit-weighted sum over components
+    of the component's probability of the whole pixel (its channels
+    conditioned as in the plain likelihood). With K = 1 it is the plain
+    likelihood.
     """
 
-    def __init__(self, config: ModelConfig, schedule: list[list[int]], width: int, blocks: int, mixture: int = 1) -> None:
-        super().__init__()
+    def __init__(self, config: PolyphaseConfig, mixture: int) -> None:
+        super().__init__(config)
         if mixture < 1:
             raise ValueError("mixture must be >= 1")
-        self.config, self.schedule, self.mixture = config, check_schedule(schedule), mixture
-        c, zc = config.channels, config.latent_channels
-        coefs = 3 if config.channel_conditioning else 0
-        nets, decoded = [], 0
-        for subs in self.schedule:
-            m = len(subs)
-            spec = NetSpec(
-                in_channels=zc + c * decoded,
-                out_channels=c * m * mixture,
-                in_max=config.latent_bins - 1,
-                in_step=config.delta / 2,
-                first_kernel=3,
-                num_bins=PIXEL_BINS,
-                bins_per_unit=ACT_MAX / 2,
-                pixel_output=False,
-                coef_channels=(coefs * m + (m if mixture > 1 else 0)) * mixture,
-            )
-            nets.append(Net(spec, width, blocks))
-            decoded += m
-        self.nets = nn.ModuleList(nets)
+        self.mixture = mixture
+        self.nets = nn.ModuleList(
+            Net(spec._replace(out_channels=spec.out_channels * mixture,
+                              coef_channels=(spec.coef_channels + (len(subimages) if mixture > 1 else 0)) * mixture),
+                config.context_width, config.context_blocks)
+            for spec, subimages in zip(pass_specs(config), config.passes)
+        )
 
-    def context(self, z1_input: torch.Tensor, xs: torch.Tensor, j: int) -> torch.Tensor:
-        """Integer input of pass j: z1 (already ``2k - (K-1)``) and the subimages of earlier passes of ``xs``."""
-        c = self.config.channels
-        parts = [z1_input]
-        for subs in self.schedule[:j]:
-            parts += [PIXEL_CONTEXT_GAIN * (2 * subimage(xs, s, c) - ACT_MAX) for s in subs]
-        return torch.cat(parts, 1)
+    def recon_bits(self, z1: torch.Tensor, x: torch.Tensor, quantized: bool) -> torch.Tensor:
+        """-log2 p(x | z1) of each subimage, summed over the batch: (4,)."""
+        k, channels = self.mixture, self.config.channels
+        bits = torch.zeros(SUBIMAGES, device=x.device)
+        for net, inp, subimages in zip(self.nets, self._inputs(z1, x), self.config.passes):
+            m = len(subimages)
+            # the head's raw output: split_head would clamp the logits to the coefficients' range
+            raw = net._forward_quantized(inp) if quantized else net._forward_float(inp)
+            blocks = split_head(raw, net.spec)
+            widths = (channels * m, channels * m, CONDITIONING_COEFS * m if self.config.channel_conditioning else 0)
+            log_p = []
+            for comp in range(k):
+                codes = tuple(t[:, comp * w : (comp + 1) * w] for t, w in zip(blocks, widths) if w)
+                log_p.append(torch.stack([
+                    self._pixel_log_mass(subimage(x, s).float(), part, quantized)
+                    for s, part in zip(subimages, split_pass(codes, m, channels))
+                ], 1))
+            log_p = torch.stack(log_p, 1)  # (N, K, m, h, w)
+            if k > 1:
+                logits = (raw[:, k * sum(widths) :] / (1 << COEF_FRAC)).clamp(-LOGIT_MAX, LOGIT_MAX)
+                log_p = log_p + F.log_softmax(logits.unflatten(1, (k, m)), 1)
+            for s, lp in zip(subimages, torch.logsumexp(log_p, 1).unbind(1)):
+                bits[s] = -lp.sum() / LN2
+        return bits
 
-    def pass_codes(self, z1_input: torch.Tensor, xs: torch.Tensor, j: int, quantized: bool = False) -> dict[str, torch.Tensor]:
-        """Clamped codes of pass j, shaped (N, K, m, C, H, W) for means and log-scales, (N, K, m, 3, H, W)
-        for coefficients (absent without conditioning), (N, K, m, H, W) for logits (K > 1)."""
-        net = self.nets[j]
-        inp = self.context(z1_input, xs, j)
-        raw = net._forward_quantized(inp) if quantized else net._forward_float(inp)
-        n, _, h, w = raw.shape
-        k, m, c = self.mixture, len(self.schedule[j]), self.config.channels
-        size = k * c * m
-        out = {
-            "mean": raw[:, :size].clamp(*mean_code_range(PIXEL_BINS)).reshape(n, k, c, m, h, w).transpose(2, 3),
-            "log_scale": raw[:, size : 2 * size].clamp(LOG_SCALE_MIN, LOG_SCALE_MAX).reshape(n, k, c, m, h, w).transpose(2, 3),
-        }
-        rest = raw[:, 2 * size :]
-        if self.config.channel_conditioning:
-            out["coefs"] = rest[:, : 3 * m * k].clamp(-COEF_MAX, COEF_MAX).reshape(n, k, 3, m, h, w).transpose(2, 3)
-            rest = rest[:, 3 * m * k :]
-        if k > 1:
-            out["logits"] = (rest / (1 << COEF_FRAC)).clamp(-LOGIT_MAX, LOGIT_MAX).reshape(n, k, m, h, w)
-        return out
-
-    def pass_log_prob(self, codes: dict[str, torch.Tensor], xs: torch.Tensor, j: int, exact: bool) -> torch.Tensor:
-        """log p (nats) of each pixel of pass j's subimages given the codes, (N, m, H, W)."""
-        c = self.config.channels
-        per_comp = []
-        for comp in range(self.mixture):
-            subs_lp = []
-            for i, s in enumerate(self.schedule[j]):
-                x_s = subimage(xs, s, c)
-                coefs = codes["coefs"][:, comp, i] if "coefs" in codes else None
-                mean = conditioned_mean(codes["mean"][:, comp, i], coefs, x_s, exact)
-                lp = discretized_logistic_log_mass(
-                    x_s, mean / (1 << MEAN_FRAC), codes["log_scale"][:, comp, i] / (1 << LOG_SCALE_FRAC), PIXEL_BINS
-                )
-                subs_lp.append(lp.sum(1))
-            per_comp.append(torch.stack(subs_lp, 1))
-        if self.mixture == 1:
-            return per_comp[0]
-        log_w = F.log_softmax(codes["logits"], 1)
-        return torch.logsumexp(log_w + torch.stack(per_comp, 1), 1)
-
-    def log_prob(self, z1_input: torch.Tensor, x: torch.Tensor, quantized: bool = False) -> torch.Tensor:
-        """Teacher-forced log p(x | z1) (nats) per subimage, (N, 4): every pass sees the true earlier subimages."""
-        xs = F.pixel_unshuffle(x.float(), 2)
-        out = torch.zeros(x.shape[0], 4, dtype=torch.float32, device=x.device)
-        for j, subs in enumerate(self.schedule):
-            lp = self.pass_log_prob(self.pass_codes(z1_input, xs, j, quantized), xs, j, exact=quantized)
-            for i, s in enumerate(subs):
-                out[:, s] = lp[:, i].flatten(1).sum(1).float()
-        return out
-
-    @torch.no_grad()
-    def calibrate(self, z1_input: torch.Tensor, x: torch.Tensor) -> None:
-        xs = F.pixel_unshuffle(x.float(), 2)
-        for j, net in enumerate(self.nets):
-            net.calibrate(self.context(z1_input, xs, j))
+    @staticmethod
+    def _pixel_log_mass(pixels: torch.Tensor, codes: tuple[torch.Tensor, ...], quantized: bool) -> torch.Tensor:
+        """log p (nats) of each pixel (all its channels) of a subimage under one component, (N, h, w)."""
+        mean, log_scale, *coefs = codes
+        mean = conditioned_mean(mean, coefs[0] if coefs else None, pixels, exact=quantized)
+        return discretized_logistic_log_mass(pixels, *codes_to_bins(mean, log_scale), PIXEL_BINS).sum(1)
 
 
-class ContextLoss(NamedTuple):
-    """Loss terms in bits per subpixel (``recon_sub``: of that subimage's subpixels; ``kl_channels``: bits per patch)."""
+class MixtureBitSwapVAE(PolyphaseBitSwapVAE):
+    """:class:`PolyphaseBitSwapVAE` whose p(x | z1) is a :class:`MixturePassLikelihood`."""
 
-    loss: torch.Tensor
-    neg_elbo: torch.Tensor
-    recon: torch.Tensor
-    kl: torch.Tensor
-    recon_sub: torch.Tensor
-    kl_channels: torch.Tensor
-
-
-class ContextVAE(BitSwapVAE):
-    """``BitSwapVAE`` with p(x|z1) (``self.p[0]``) replaced by a :class:`ContextLikelihood`."""
-
-    def __init__(self, config: ModelConfig, schedule: list[list[int]], width: int | None = None,
-                 blocks: int | None = None, mixture: int = 1) -> None:
+    def __init__(self, config: PolyphaseConfig, mixture: int) -> None:
         super().__init__(config)
-        self.schedule = check_schedule(schedule)
-        self.p[0] = ContextLikelihood(
-            config, schedule, config.width if width is None else width, config.res_blocks if blocks is None else blocks, mixture
-        )
+        self.p[0] = MixturePassLikelihood(config, mixture)
 
-    @property
-    def likelihood(self) -> ContextLikelihood:
-        return self.p[0]
+    def export(self) -> None:
+        raise NotImplementedError("the integer model has no mixture likelihood")
 
-    def prior(self, level: int, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if level == 0:
-            raise NotImplementedError("p(x|z1) needs the decoded pixels: use likelihood.pass_codes")
-        return super().prior(level, z)
 
-    def forward(self, x: torch.Tensor, free_bits: float = 1.0, generator: torch.Generator | None = None) -> ContextLoss:
-        """Loss terms for uint8 patches ``x`` (N, C, H, W), one posterior sample each (as ``BitSwapVAE.forward``)."""
-        n = x.shape[0]
-        dims = x[0].numel()
-        zs, log_q = [], []
-        inp = x
-        for level in range(self.config.latent_layers):
-            mean, log_scale = (t / (1 << f) for t, f in zip(self.posterior(level, inp), (MEAN_FRAC, LOG_SCALE_FRAC)))
-            z = self._sample(mean, log_scale, generator)
-            zs.append(z)
-            log_q.append(self._latent_log_prob(z, mean, log_scale))
-            inp = z
-        log_p_x = self.likelihood.log_prob(latents_to_input(zs[0].float(), self.config.latent_bins), x, self.quantized)
-        recon_sub = -log_p_x.sum(0) / (n * _LN2)  # bits per patch, per subimage
-        recon = recon_sub.sum()
-        kl_channels = []
-        for level in range(self.config.latent_layers):
-            if level + 1 < self.config.latent_layers:
-                codes = self.prior(level + 1, zs[level + 1])
-            else:
-                codes = self.top_prior(zs[level].shape, x.device)
-            log_p = self._latent_log_prob(zs[level], codes[0] / (1 << MEAN_FRAC), codes[1] / (1 << LOG_SCALE_FRAC))
-            kl_channels.append((log_q[level] - log_p).sum((2, 3)).mean(0) / _LN2)
-        kl = torch.stack(kl_channels)
-        return ContextLoss(
-            loss=(recon + kl.clamp(min=free_bits).sum()) / dims,
-            neg_elbo=(recon + kl.sum()) / dims,
-            recon=recon / dims,
-            kl=kl.sum(1) / dims,
-            recon_sub=recon_sub / (dims / 4),
-            kl_channels=kl,
-        )
-
-    @torch.no_grad()
-    def calibrate(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
-        """As ``BitSwapVAE.calibrate``, with the pass nets calibrated on their teacher-forced contexts."""
-        self.quantized = False
-        inp = x
-        for level in range(self.config.latent_layers):
-            self.q[level].calibrate(pixels_to_input(inp.float()) if level == 0 else self._latent_input(inp))
-            mean, log_scale = (t / (1 << f) for t, f in zip(self.posterior(level, inp), (MEAN_FRAC, LOG_SCALE_FRAC)))
-            inp = self._sample(mean, log_scale, generator)
-            if level == 0:
-                self.likelihood.calibrate(self._latent_input(inp), x)
-            else:
-                self.p[level].calibrate(self._latent_input(inp))
-        self.quantized = True
+def load_state(model: BitSwapVAE, state_dict: dict[str, torch.Tensor]) -> None:
+    """Load a checkpoint's state dict (strictly). Checkpoints of this script's earlier model class name
+    the independent scheme's p(x|z1) network ``p.0.nets.0.*`` where ``BitSwapVAE`` has ``p.0.*``."""
+    own, old = model.state_dict(), "p.0.nets.0."
+    model.load_state_dict({
+        "p.0." + name[len(old) :] if name.startswith(old) and name not in own else name: value
+        for name, value in state_dict.items()
+    })
 
 
 @torch.no_grad()
-def data_dependent_init(model: nn.Module, x: torch.Tensor) -> None:
-    """``train.data_dependent_init`` for every :class:`Net` of ``model`` (pass nets included)."""
-
-    def normalise(module: nn.Conv2d, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        mean = output.mean((0, 2, 3))
-        std = output.std((0, 2, 3)).clamp(min=1e-3)
-        module.weight.div_(std.view(-1, 1, 1, 1))
-        module.bias.sub_(mean).div_(std)
-        return (output - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-
-    nets = [m for m in model.modules() if isinstance(m, Net)]
-    convs = [net.conv_in.conv for net in nets] + [b.conv1.conv for net in nets for b in net.blocks]
-    hooks = [conv.register_forward_hook(normalise) for conv in convs]
-    try:
-        model(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-@torch.no_grad()
-def count_macs(model: ContextVAE) -> dict[str, float]:
+def count_macs(model: BitSwapVAE) -> dict[str, float]:
     """Conv multiply-adds per 32x32 patch, in millions: p(x|z1), the latent nets, and the decode total.
 
     Bit-Swap decoding runs every prior net (to pop) and every posterior net
@@ -417,8 +252,13 @@ class Scheme:
             width, blocks, mixture = {"w": (value, blocks, mixture), "b": (width, value, mixture), "k": (width, blocks, value)}[opt[0]]
         return cls(name, width, blocks, mixture)
 
-    def build(self, config: ModelConfig) -> ContextVAE:
-        return ContextVAE(config, self.schedule, self.width, self.blocks, self.mixture)
+    def build(self, config: ModelConfig) -> BitSwapVAE:
+        """The scheme's model on the base configuration ``config`` (latent nets and their width)."""
+        if self.name == "independent" and (self.width, self.blocks, self.mixture) == (config.width, config.res_blocks, 1):
+            return BitSwapVAE(config)
+        schedule = "|".join("".join(map(str, subimages)) for subimages in self.schedule)
+        poly = PolyphaseConfig(**dataclasses.asdict(config), schedule=schedule, context_width=self.width, context_blocks=self.blocks)
+        return PolyphaseBitSwapVAE(poly) if self.mixture == 1 else MixtureBitSwapVAE(poly, self.mixture)
 
 
 # ----------------------------------------------------------------------------
@@ -475,28 +315,71 @@ def step_streams(seed: int, step: int, stream: int) -> tuple[np.random.Generator
     return np.random.default_rng(ss), int(np.random.SeedSequence(ss).generate_state(1, np.uint64)[0] >> 1)
 
 
+def subimage_recon_bits(model: BitSwapVAE, z1: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log2 p(x | z1) of each subimage, summed over the batch: (4,)."""
+    if isinstance(model.p[0], PassLikelihood):
+        return model.p[0].recon_bits(z1, x, model.quantized)
+    mean, log_scale, *coefs = model.prior(0, z1)
+    mean = conditioned_mean(mean, coefs[0] if coefs else None, x.float(), exact=model.quantized)
+    log_mass = discretized_logistic_log_mass(x.float(), *codes_to_bins(mean, log_scale), PIXEL_BINS)
+    return torch.stack([-subimage(log_mass, s).sum() for s in range(SUBIMAGES)]) / LN2
+
+
+def elbo_terms(model: BitSwapVAE, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple:
+    """``model(x, free_bits=0)`` with its reconstruction per subimage (4,) and KL per latent layer and
+    channel (L, C), in bits summed over the batch.
+
+    Read off the model's own forward pass, whose ``recon_bits`` and ``_latent_log_prob`` are wrapped on
+    the instance for the call: it takes log q of each latent layer, then log p of each. The terms are
+    checked against the loss the pass returns.
+    """
+    log_probs, recon = [], []
+    latent_log_prob = model._latent_log_prob
+
+    def log_prob(*args: torch.Tensor) -> torch.Tensor:
+        log_probs.append(latent_log_prob(*args))
+        return log_probs[-1]
+
+    def recon_bits(z1: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        recon.append(subimage_recon_bits(model, z1, pixels))
+        return recon[-1].sum()
+
+    model._latent_log_prob, model.recon_bits = log_prob, recon_bits
+    try:
+        loss = model(x, free_bits=0.0, generator=generator)
+    finally:
+        del model._latent_log_prob, model.recon_bits
+    layers, dims = model.config.latent_layers, x.numel()
+    kl = torch.stack([(q - p).sum((0, 2, 3)) for q, p in zip(log_probs[:layers], log_probs[layers:])]) / LN2
+    if (len(log_probs), len(recon)) != (2 * layers, 1) or not (
+        torch.allclose(recon[0].sum() / dims, loss.recon, rtol=1e-4) and torch.allclose(kl.sum(1) / dims, loss.kl, rtol=1e-4, atol=1e-7)
+    ):
+        raise RuntimeError("the model's forward pass no longer takes its terms in the order elbo_terms reads them")
+    return loss, recon[0], kl
+
+
 @torch.no_grad()
-def evaluate(model: ContextVAE, val: torch.Tensor, batch: int = 256) -> dict:
+def evaluate(model: BitSwapVAE, val: torch.Tensor, schedule: list[list[int]], batch: int = 256) -> dict:
     """Validation terms in bits per subpixel (one posterior sample, fixed seed)."""
     was = model.training
     model.eval()
     gen = torch.Generator().manual_seed(0)
-    sums: dict[str, torch.Tensor] = {}
+    recon_sub, kl_channels = torch.zeros(SUBIMAGES, dtype=torch.float64), 0
     for start in range(0, val.shape[0], batch):
-        part = val[start : start + batch]
-        loss = model(part, free_bits=0.0, generator=gen)
-        for key in ("neg_elbo", "recon", "kl", "recon_sub", "kl_channels"):
-            sums[key] = sums.get(key, 0) + getattr(loss, key).double() * part.shape[0]
+        _, recon, kl = elbo_terms(model, val[start : start + batch], gen)
+        recon_sub, kl_channels = recon_sub + recon.double(), kl_channels + kl.double()
     model.train(was)
-    mean = {k: v / val.shape[0] for k, v in sums.items()}
-    sub = mean["recon_sub"].tolist()
+    n, dims = val.shape[0], val[0].numel()
+    sub = (recon_sub / (n * dims / SUBIMAGES)).tolist()
+    kl_channels = kl_channels / n  # bits per patch
+    recon, kl = sum(sub) / SUBIMAGES, (kl_channels.sum(1) / dims).tolist()
     return {
-        "val_neg_elbo": float(mean["neg_elbo"]),
-        "val_recon": float(mean["recon"]),
-        "val_kl": [float(v) for v in mean["kl"]],
-        "val_recon_sub": {SUBIMAGES[s]: sub[s] for s in range(4)},
-        "val_recon_pass": [sum(sub[s] for s in p) / len(p) for p in model.schedule],
-        "val_active_channels": [int((row > 1.0).sum()) for row in mean["kl_channels"]],
+        "val_neg_elbo": recon + sum(kl),
+        "val_recon": recon,
+        "val_kl": kl,
+        "val_recon_sub": {SUBIMAGE_NAMES[s]: sub[s] for s in range(SUBIMAGES)},
+        "val_recon_pass": [sum(sub[s] for s in p) / len(p) for p in schedule],
+        "val_active_channels": [int((row > 1.0).sum()) for row in kl_channels],
     }
 
 
@@ -522,7 +405,7 @@ def train_scheme(scheme: Scheme, config: ModelConfig, data: PatchSampler, val: t
         saved = json.loads(state["meta"])
         if {k: saved[k] for k in meta} != json.loads(json.dumps(meta)):
             raise SystemExit(f"--resume: {ckpt_path} was written with different settings: {saved}")
-        model.load_state_dict(state["state_dict"])
+        load_state(model, state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         step, train_s, wall_s = int(state["step"]), float(state["train_seconds"]), float(state["wall_seconds"])
         print(f"[{scheme.label}] resumed at step {step}, {train_s:.0f} s trained", flush=True)
@@ -534,12 +417,12 @@ def train_scheme(scheme: Scheme, config: ModelConfig, data: PatchSampler, val: t
 
     macs = count_macs(model)
     params = sum(p.numel() for p in model.parameters())
-    lik_params = sum(p.numel() for p in model.likelihood.parameters())
+    lik_params = sum(p.numel() for p in model.p[0].parameters())
     log({"event": "start", **meta, "parameters": params, "likelihood_parameters": lik_params, **macs,
          "budget_seconds": budget, "start_step": step, "threads": torch.get_num_threads()})
 
     def save() -> None:
-        state = {"meta": json.dumps({**meta, "minutes": args.minutes}), "config": config.to_json(),
+        state = {"meta": json.dumps({**meta, "minutes": args.minutes}), "config": model.config.to_json(),
                  "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "step": step, "train_seconds": train_s, "wall_seconds": wall_s}
         torch.save(state, ckpt_path.with_suffix(".part"))
@@ -549,7 +432,7 @@ def train_scheme(scheme: Scheme, config: ModelConfig, data: PatchSampler, val: t
         t0 = time.perf_counter()
         record = {"step": step, "train_seconds": round(train_s, 1), "wall_seconds": round(wall_s, 1),
                   "lr": learning_rate(int(train_s), max(1, int(budget)), args.lr, args.lr_end),
-                  "train_neg_elbo": float(np.mean(train_window)) if train_window else None, **evaluate(model, val)}
+                  "train_neg_elbo": float(np.mean(train_window)) if train_window else None, **evaluate(model, val, scheme.schedule)}
         record["val_seconds"] = round(time.perf_counter() - t0, 1)
         log(record)
         save()
@@ -564,7 +447,7 @@ def train_scheme(scheme: Scheme, config: ModelConfig, data: PatchSampler, val: t
     model.train()
     while train_s < budget:
         c0, w0 = clock(), time.perf_counter()
-        lr = args.lr * (args.lr_end / args.lr) ** min(1.0, train_s / budget)
+        lr = learning_rate(train_s, budget, args.lr, args.lr_end)
         for group in optimizer.param_groups:
             group["lr"] = lr
         rng, noise_seed = step_streams(args.seed, step, 0)
@@ -620,7 +503,7 @@ def write_results(results: list[dict], out: Path) -> None:
     ]
     for r in rows:
         ratio = f"{r['decode_mmac'] / base:.2f}" if base else ""
-        subs = "/".join(f"{r['val_recon_sub'][s]:.3f}" for s in SUBIMAGES)
+        subs = "/".join(f"{r['val_recon_sub'][s]:.3f}" for s in SUBIMAGE_NAMES)
         lines.append(
             f"| {r['scheme']} | {r['schedule']} | {r['minutes']:g} ({r['clock']}) | {r['steps']} | **{r['val_neg_elbo']:.4f}** | "
             f"{r['val_recon']:.4f} | {' / '.join(f'{v:.3f}' for v in r['val_recon_pass'])} | {subs} | "
