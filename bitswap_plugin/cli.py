@@ -13,9 +13,18 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from . import api
-from .errors import BitSwapError
-from .fileformat import METHODS
+from .errors import BitSwapError, CorruptFileError, InvalidImageError, InvalidOptionError, TruncatedFileError
+from .fileformat import MAGIC, METHODS, MODE_BY_CHANNELS, MODES, PATCH
 from .images import from_array, to_array
+
+LOSSLESS_OUTPUTS = {
+    "PNG": {},
+    "TIFF": {"compression": "tiff_adobe_deflate"},
+    "WEBP": {"lossless": True, "quality": 100, "exact": True},
+    "BMP": {},
+    "PPM": {},
+}
+"""Formats ``decompress`` writes, with the options that keep every pixel (WebP: lossless mode)."""
 
 
 def _read_input(path: str) -> bytes:
@@ -43,14 +52,23 @@ def _write_output(path: str, data: bytes) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, target)
+    except OSError as exc:  # name the user's path, not the hidden temp file
+        temp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, path) from None
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
 
 
-def _progress_bar(args: argparse.Namespace, desc: str) -> tqdm:
-    """A patch counter shown only on a terminal, only for work over a second."""
-    return tqdm(desc=desc, unit="patch", delay=1.0, disable=args.quiet or not sys.stderr.isatty(), leave=False)
+def _progress_bar(args: argparse.Namespace, desc: str, frames: int, height: int, width: int, mode: str) -> tqdm:
+    """Patches coded out of all of them (the seed patch aside), with the time left; shown only on a
+    terminal, only for work over a second."""
+    total = len(MODES[mode].planes) * frames * -(-height // PATCH) * -(-width // PATCH) - 1
+    return tqdm(desc=desc, total=total, unit="patch", delay=1.0, disable=args.quiet or not sys.stderr.isatty(), leave=False)
+
+
+def _name(path: str) -> str:
+    return "standard input" if path == "-" else path
 
 
 def _default_output(source: str, suffix: str) -> str:
@@ -60,9 +78,17 @@ def _default_output(source: str, suffix: str) -> str:
 
 
 def _compress(args: argparse.Namespace) -> None:
-    with Image.open(io.BytesIO(_read_input(args.input))) as image:
-        array = to_array(image)
-    with _progress_bar(args, "compress") as bar:
+    source = _read_input(args.input)
+    if source.startswith(MAGIC):
+        raise InvalidImageError(f"{_name(args.input)} is already a .bsw file: use bitswap decompress")
+    try:
+        with Image.open(io.BytesIO(source)) as image:
+            array = to_array(image)
+    except UnidentifiedImageError:
+        raise InvalidImageError(f"{_name(args.input)}: cannot identify an image format Pillow reads") from None
+    mode = MODE_BY_CHANNELS[1 if array.ndim == 2 else array.shape[2]].name
+    frames, (height, width) = 1, array.shape[:2]
+    with _progress_bar(args, "compress", frames, height, width, mode) as bar:
         data = api.compress(array, model=args.model, method=args.method, device=args.device, progress=bar.update)
     _write_output(args.output or _default_output(args.input, ".bsw"), data)
     if not args.quiet and (args.output or args.input) != "-":
@@ -70,19 +96,43 @@ def _compress(args: argparse.Namespace) -> None:
         print(f"{args.input}: {len(data)} bytes, {info.bits_per_subpixel:.3f} bits/subpixel", file=sys.stderr)
 
 
+def _output_format(output: str, allow_lossy: bool) -> tuple[str, dict]:
+    """(Pillow format, save options) for ``output``: a lossless format, or with ``allow_lossy`` any Pillow writes."""
+    if output == "-":
+        return "PNG", {}
+    suffix = Path(output).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt in LOSSLESS_OUTPUTS:
+        return fmt, LOSSLESS_OUTPUTS[fmt]
+    lossless = ", ".join(ext for ext, name in sorted(Image.registered_extensions().items()) if name in LOSSLESS_OUTPUTS)
+    if fmt is None or fmt not in Image.SAVE:
+        raise InvalidOptionError(f"{output}: no image format writes {suffix or 'files without an extension'} (lossless: {lossless})")
+    if not allow_lossy:
+        raise InvalidOptionError(f"{output}: {fmt} may lose pixels; write a lossless format ({lossless}) or pass --allow-lossy")
+    return fmt, {}
+
+
 def _decompress(args: argparse.Namespace) -> None:
-    data = _read_input(args.input)
-    with _progress_bar(args, "decompress") as bar:
-        array = api.decompress(data, device=args.device, progress=bar.update)
     output = args.output or _default_output(args.input, ".png")
+    fmt, options = _output_format(output, args.allow_lossy)
+    data = _read_input(args.input)
+    info = api.read_info(data)
+    with _progress_bar(args, "decompress", info.frames, info.height, info.width, info.mode) as bar:
+        array = api.decompress(data, device=args.device, progress=bar.update)
     buffer = io.BytesIO()
-    fmt = "PNG" if output == "-" else (Image.registered_extensions().get(Path(output).suffix.lower()) or "PNG")
-    from_array(array).save(buffer, format=fmt)
+    from_array(array).save(buffer, format=fmt, **options)
     _write_output(output, buffer.getvalue())
+    if not args.quiet and output != "-":
+        print(f"{_name(args.input)}: {info.width}x{info.height} {info.mode} -> {output} ({fmt})", file=sys.stderr)
 
 
 def _info(args: argparse.Namespace) -> None:
-    info = api.read_info(_read_input(args.input))
+    data = _read_input(args.input)
+    info = api.read_info(data)
+    if len(data) < info.size:
+        raise TruncatedFileError(f"truncated .bsw file: {len(data)} bytes, the header promises {info.size}")
+    if len(data) > info.size:
+        raise CorruptFileError(f"corrupt .bsw file: {len(data) - info.size} unexpected bytes after the payload")
     models = ", ".join(f"{name} ({digest[:12]})" for name, digest in info.models)
     print(f"{args.input}: {info.width}x{info.height} {info.mode}, method {info.method}, models {models}, "
           f"{info.size} bytes, {info.bits_per_subpixel:.3f} bits/subpixel")
@@ -105,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--model", default=None, help="model name (default: the bundled model for the image's channels)")
     compress.add_argument("--method", default="bitswap", choices=METHODS, help="bits-back scheme (default: bitswap)")
     compress.set_defaults(run=_compress)
-    add("decompress", "decompress a .bsw file (to PNG unless -o names another format)", ".png").set_defaults(run=_decompress)
+    decompress = add("decompress", "decompress a .bsw file (to PNG unless -o names another lossless format)", ".png")
+    decompress.add_argument("--allow-lossy", action="store_true", help="let -o name a lossy format (JPEG, GIF, ...)")
+    decompress.set_defaults(run=_decompress)
     add("info", "print what a .bsw header says", None).set_defaults(run=_info)
     # train and bench parse their own arguments, so that other commands never import them
     sub.add_parser("train", help="train, quantize and export a model (see bitswap train -h)", add_help=False).set_defaults(run=_train)

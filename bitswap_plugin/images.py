@@ -6,9 +6,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InvalidImageError
-
-MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-"""Pillow mode of an 8-bit image with this many channels."""
+from .fileformat import MODE_BY_CHANNELS
 
 
 def to_array(image: Image.Image) -> np.ndarray:
@@ -30,4 +28,4 @@ def to_array(image: Image.Image) -> np.ndarray:
 
 def from_array(array: np.ndarray) -> Image.Image:
     """A Pillow image (mode L, LA, RGB or RGBA) from a decoded array."""
-    return Image.fromarray(array, MODES[1 if array.ndim == 2 else array.shape[2]])
+    return Image.fromarray(array, MODE_BY_CHANNELS[1 if array.ndim == 2 else array.shape[2]].name)

@@ -73,12 +73,21 @@ def test_palette_and_bilevel_images_are_converted_losslessly(tmp_path: Path, pho
         (["decompress", "missing.bsw"], b"No such file"),
         (["info", "garbage.bsw"], b"not a .bsw file"),
         (["decompress", "garbage.bsw"], b"not a .bsw file"),
-        (["compress", "garbage.bsw"], b"cannot identify image"),
+        (["compress", "garbage.bsw"], b"garbage.bsw: cannot identify an image format"),
+        (["compress", "real.bsw"], b"real.bsw is already a .bsw file: use bitswap decompress"),
+        (["info", "cut.bsw"], b"truncated .bsw file"),
+        (["decompress", "real.bsw", "-o", "out.jpg"], b"JPEG may lose pixels; write a lossless format"),
+        (["decompress", "real.bsw", "-o", "out.gif"], b"--allow-lossy"),
+        (["decompress", "real.bsw", "-o", "out.xyz"], b"no image format writes .xyz"),
+        (["decompress", "real.bsw", "-o", "no-such-dir/out.png"], b"no-such-dir/out.png: No such file"),
         (["compress", "deep.png"], b"cannot store a I"),
     ],
 )
 def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path: Path, args, message):
     (tmp_path / "garbage.bsw").write_bytes(b"hello world" * 10)
+    real = bsw.compress(np.zeros((8, 8), np.uint8))
+    (tmp_path / "real.bsw").write_bytes(real)
+    (tmp_path / "cut.bsw").write_bytes(real[:-3])
     Image.fromarray(np.zeros((4, 4), np.uint16)).save(tmp_path / "deep.png")
     done = subprocess.run([sys.executable, "-m", "bitswap_plugin.cli", *args], cwd=tmp_path, capture_output=True, timeout=120)
     assert done.returncode == 1
@@ -95,6 +104,19 @@ def test_failed_decompress_leaves_no_output(tmp_path: Path, png: Path):
     assert bitswap("decompress", str(broken), "-o", str(target)).returncode == 1
     assert not target.exists()
     assert not list(tmp_path.glob(".never.png.*"))
+
+
+def test_decompress_writes_lossless_formats_and_says_what_it_wrote(tmp_path: Path, png: Path, photo: np.ndarray):
+    assert bitswap("compress", str(png), "-q").returncode == 0
+    for suffix in (".webp", ".tif", ".bmp", ".ppm"):
+        out = tmp_path / f"restored{suffix}"
+        done = bitswap("decompress", str(png.with_suffix(".bsw")), "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        assert f"96x64 RGB -> {out}".encode() in done.stderr
+        np.testing.assert_array_equal(np.asarray(Image.open(out).convert("RGB")), photo)
+    lossy = tmp_path / "lossy.jpg"
+    assert bitswap("decompress", str(png.with_suffix(".bsw")), "-o", str(lossy), "--allow-lossy", "-q").returncode == 0
+    assert Image.open(lossy).format == "JPEG"
 
 
 def test_console_script_is_installed():

@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from .. import api, zoo
-from ..fileformat import METHODS
-from ..images import MODES, from_array
+from ..fileformat import METHODS, MODE_BY_CHANNELS
+from ..images import from_array
 
 Encoder = Callable[[np.ndarray], bytes]
 Decoder = Callable[[bytes, tuple[int, ...]], np.ndarray]
@@ -63,7 +63,7 @@ def _pillow(name: str, description: str, fmt: str, **options) -> Codec:
 
     def decode(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert(MODES[1 if len(shape) == 2 else shape[2]]))
+            return np.asarray(image.convert(MODE_BY_CHANNELS[1 if len(shape) == 2 else shape[2]].name))
 
     return Codec(name, description, encode, decode)
 
