@@ -63,7 +63,9 @@ def encode_image(
 ) -> bytes:
     """Compress a uint8 array laid out as ``layout`` (one chain) on ``device``, refusing models other than ``models``."""
     check_layout(layout, array.shape)
-    return api.compress(array if "C" in layout else array[..., None], model=model, method=method, device=device, pins=models)
+    # an NHW stack gets its channel axis: the API would read an (N, H, W) with W <= 4 as (H, W, C)
+    array = array[..., None] if layout == "NHW" else array
+    return api.compress(array, model=model, method=method, device=device, pins=models)
 
 
 def decode_image(data: bytes, layout: str | None, device: str | None = None) -> np.ndarray:

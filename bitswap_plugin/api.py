@@ -47,6 +47,7 @@ class ImageInfo:
     method: str
     frames: int
     stack: bool
+    channel_axis: bool
     models: tuple[tuple[str, str], ...]
     """(name, sha256) of each model the stream needs."""
     size: int
@@ -54,11 +55,10 @@ class ImageInfo:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """Shape of the array :func:`decompress` returns."""
-        channels = MODES[self.mode].channels
-        if self.stack:
-            return (self.frames, self.height, self.width, channels)
-        return (self.height, self.width) if channels == 1 else (self.height, self.width, channels)
+        """Shape of the array :func:`decompress` returns: the shape that was compressed."""
+        frames = (self.frames,) if self.stack else ()
+        channels = (MODES[self.mode].channels,) if self.channel_axis else ()
+        return (*frames, self.height, self.width, *channels)
 
     @property
     def bits_per_subpixel(self) -> float:
@@ -101,8 +101,9 @@ def _check_pixels(frames: int, height: int, width: int, max_pixels: int | None) 
         raise ImageTooLargeError(f"{frames} image(s) of {height}x{width} pixels, padded to {PATCH}x{PATCH} patches, exceed the limit of {limit} pixels")
 
 
-def _as_stack(array: object) -> tuple[np.ndarray, str, bool]:
-    """Validate an array and view it as an (N, H, W, C) uint8 stack: (stack, mode, was a stack)."""
+def _as_stack(array: object) -> tuple[np.ndarray, str, bool, bool]:
+    """Validate an array and view it as an (N, H, W, C) uint8 stack: (stack, mode, was a stack, had a
+    channel axis). A 3-axis array is (H, W, C) when its last axis is 1..4, else an (N, H, W) grey stack."""
     if isinstance(array, (bytes, bytearray, memoryview, str)):
         raise InvalidImageError("expected an image array, got bytes or str")
     try:
@@ -112,16 +113,17 @@ def _as_stack(array: object) -> tuple[np.ndarray, str, bool]:
     if image.dtype != np.uint8:
         raise InvalidImageError(f"only uint8 images can be coded, got dtype {image.dtype}")
     shape = image.shape
-    is_stack = image.ndim == 4
+    grey_stack = image.ndim == 3 and shape[2] not in MODE_BY_CHANNELS
+    is_stack, channel_axis = image.ndim == 4 or grey_stack, image.ndim == 4 or (image.ndim == 3 and not grey_stack)
     if image.ndim == 2:
         image = image[None, :, :, None]
     elif image.ndim == 3:
-        image = image[None]
+        image = image[..., None] if grey_stack else image[None]
     if image.ndim != 4 or image.shape[3] not in MODE_BY_CHANNELS:
-        raise InvalidImageError(f"expected an (H, W), (H, W, C) or (N, H, W, C) array with C in 1..4, got shape {shape}")
+        raise InvalidImageError(f"expected an (H, W), (H, W, C), (N, H, W) or (N, H, W, C) array with C in 1..4, got shape {shape}")
     if 0 in image.shape:
         raise InvalidImageError(f"cannot code an empty image of shape {shape}")
-    return np.require(image, requirements=["C", "W"]), MODE_BY_CHANNELS[image.shape[3]].name, is_stack
+    return np.require(image, requirements=["C", "W"]), MODE_BY_CHANNELS[image.shape[3]].name, is_stack, channel_axis
 
 
 def _choose_models(mode: str, model: str | None) -> list[str]:
@@ -192,7 +194,7 @@ def compress(
     from .coders import encode_planes
 
     check_method(method)
-    stack, mode, is_stack = _as_stack(array)
+    stack, mode, is_stack, channel_axis = _as_stack(array)
     frames, height, width = stack.shape[:3]
     _check_pixels(frames, height, width, max_pixels)
     device = resolve_device(device)
@@ -214,6 +216,7 @@ def compress(
             pixel_crc=zlib.crc32(stack),
             frames=frames,
             stack=is_stack,
+            channel_axis=channel_axis,
             models=[(name, zoo.model_hash(name)) for name in unique],
             plane_models=[unique.index(name) for name in names],
             plan=plan,
@@ -235,6 +238,7 @@ def read_info(data: bytes) -> ImageInfo:
         method=header.plan.method,
         frames=header.frames,
         stack=header.stack,
+        channel_axis=header.channel_axis,
         models=tuple(header.models),
         size=start + header.head_length + header.tail_length,
     )
@@ -298,9 +302,9 @@ def decompress(
     result = stack.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     if zlib.crc32(result) != header.pixel_crc:
         raise CorruptFileError("corrupt .bsw file: decoded pixels fail the checksum")
-    if header.stack:
-        return result
-    return result[0, :, :, 0] if mode.channels == 1 else result[0]
+    frames_axis = (frames,) if header.stack else ()
+    channel_axis = (mode.channels,) if header.channel_axis else ()
+    return result.reshape(*frames_axis, height, width, *channel_axis)
 
 
 # -- analysis: what the model and the coder cost, for experiments and benchmarks ----------
@@ -316,7 +320,7 @@ def message_bits(array: object, *, model: str | None = None, method: str = "bits
     from .coders import encode_planes
 
     check_method(method)
-    stack, mode, _ = _as_stack(array)
+    stack, mode, *_ = _as_stack(array)
     device = resolve_device("cpu")
     _, coder = encode_planes(_planes(stack, mode, _choose_models(mode, model), device), method, device)
     _, heads, tail = coder.to_bytes()
@@ -331,7 +335,7 @@ def neg_elbo_bits(array: object, *, model: str | None = None, seed: int = 0) -> 
 
     from .integer_model import integer_neg_elbo
 
-    stack, mode, _ = _as_stack(array)
+    stack, mode, *_ = _as_stack(array)
     generator = torch.Generator().manual_seed(seed)
     bits = 0.0
     planes = _planes(stack, mode, _choose_models(mode, model), resolve_device("cpu"))

@@ -19,6 +19,8 @@ from .fileformat import MAGIC, MODES, PATCH, StreamPlan
 _MODE_NAMES = tuple(MODES)
 _FIXED = struct.Struct("<8sBBBBBIIII")  # magic, version, mode, method, patch, flags, height, width, frames, pixel crc
 _FLAG_STACK = 1
+_FLAG_CHANNEL_AXIS = 2
+"""Version 3 on: the array had a channel axis (an (H, W, 1) image, an (N, H, W, 1) stack)."""
 _MAX_VARINT_BYTES = 10
 DEFLATE_MAX_RATIO = 1032
 """Deflate writes at most 258 bytes per 2 bits (a length and a distance code): a seed of
@@ -36,7 +38,10 @@ class Header:
     frames: int
     """Number of images coded in one chain (all of one size and mode)."""
     stack: bool
-    """The input was an (N, H, W, C) stack, to be returned as one."""
+    """The input was a stack of frames (N, H, W[, C]), to be returned as one."""
+    channel_axis: bool
+    """The input had a channel axis, also for one channel (always for streams before version 3 but
+    single L images)."""
     models: list[tuple[str, str]]
     """(name, sha256 hex) of each model the stream uses."""
     plane_models: list[int]
@@ -91,7 +96,7 @@ def pack(header: Header, head_bytes: bytes, tail_bytes: bytes) -> bytes:
             _MODE_NAMES.index(header.mode),
             fileformat.METHODS.index(header.plan.method),
             PATCH,
-            _FLAG_STACK if header.stack else 0,
+            (_FLAG_STACK if header.stack else 0) | (_FLAG_CHANNEL_AXIS if header.channel_axis else 0),
             header.height,
             header.width,
             header.frames,
@@ -176,7 +181,8 @@ def read_header(data: bytes) -> tuple[Header, int]:
     for _ in range(reader.take(1)[0]):
         name = reader.take(reader.take(1)[0])
         models.append((name.decode("utf-8", "replace"), reader.take(32).hex()))
-    if mode >= len(MODES) or method >= len(fileformat.METHODS) or patch != PATCH or flags & ~_FLAG_STACK:
+    known_flags = _FLAG_STACK | (_FLAG_CHANNEL_AXIS if version >= 3 else 0)
+    if mode >= len(MODES) or method >= len(fileformat.METHODS) or patch != PATCH or flags & ~known_flags:
         raise CorruptFileError("corrupt .bsw file: invalid mode, method, patch size or flags")
     if not (height and width and frames):
         raise CorruptFileError("corrupt .bsw file: empty image")
@@ -204,6 +210,7 @@ def read_header(data: bytes) -> tuple[Header, int]:
         pixel_crc=crc,
         frames=frames,
         stack=bool(flags & _FLAG_STACK),
+        channel_axis=bool(flags & _FLAG_CHANNEL_AXIS) if version >= 3 else bool(flags & _FLAG_STACK) or mode_name != "L",
         models=models,
         plane_models=plane_models,
         plan=StreamPlan(

@@ -60,10 +60,19 @@ def test_rgba_and_la_photo_with_alpha_round_trip(method, photo):
         np.testing.assert_array_equal(bsw.decompress(bsw.compress(image, method=method)), image)
 
 
-def test_h_w_1_array_decodes_as_grayscale(photo):
-    image = photo[:, :, :1]
-    out = bsw.decompress(bsw.compress(image))
-    np.testing.assert_array_equal(out, image[:, :, 0])
+@pytest.mark.parametrize("shape", [(64, 96), (64, 96, 1), (5, 64, 40), (5, 64, 40, 1), (2, 64, 40, 3)])
+def test_every_array_shape_comes_back_as_it_went_in(shape, photo):
+    """(H, W), (H, W, 1), (N, H, W) grey stacks (a last axis over 4), (N, H, W, C) stacks."""
+    frames = np.stack([np.roll(photo[:, :40], 7 * k, axis=0) for k in range(5)])
+    image = {2: photo[:, :, 1], 3: frames[..., 1] if shape[0] == 5 else photo[:, :, :1]}.get(len(shape))
+    if image is None:
+        image = frames[: shape[0], ..., : shape[3]]
+    image = np.ascontiguousarray(image).reshape(shape)
+    data = bsw.compress(image)
+    assert bsw.read_info(data).shape == shape
+    out = bsw.decompress(data)
+    assert out.shape == shape
+    np.testing.assert_array_equal(out, image)
 
 
 def test_compression_is_deterministic(photo):
