@@ -10,9 +10,10 @@
   the same pixels in the same run; the ratios are Bit-Swap seconds over
   JPEG-XL seconds.
 * ``passes``: sequential network passes, counted by wrapping the model's
-  ``posterior`` and ``prior`` (consecutive calls of one network at one level are
-  the batches of one pass), and the header's group count, against the number of
-  patches, for square images of ``--sizes``.
+  ``posterior_codes``, ``prior_codes`` and (polyphase) ``pass_codes``
+  (consecutive calls of one network at one level are the batches of one pass),
+  and the header's group count, against the number of patches, for square
+  images of ``--sizes``.
 * ``rss``: peak resident memory (``VmHWM``) of a fresh process compressing,
   and of another decompressing, ``--rss-sizes`` squared RGB images.
 
@@ -106,12 +107,14 @@ def counting_passes(name: str) -> Iterator[dict[str, int]]:
 
         return counted
 
-    for network in ("posterior", "prior"):
+    networks = [name for name in ("posterior_codes", "prior_codes", "pass_codes") if hasattr(model, name)]
+    for network in networks:
         setattr(model, network, wrap(network, getattr(model, network)))
     try:
         yield counts
     finally:
-        del model.posterior, model.prior
+        for network in networks:
+            delattr(model, network)
 
 
 def passes(photos: list[Path], sizes: list[int], model: str | None) -> Iterator[dict]:

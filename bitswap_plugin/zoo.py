@@ -65,7 +65,7 @@ def load_model_file(path: str | os.PathLike) -> IntegerVAE:
     return architecture.integer_model.from_tensors(metadata, tensors)
 
 
-DEFAULT_MODELS = {3: "bitswap-rgb", 1: "bitswap-gray"}
+DEFAULT_MODELS = {3: "polyphase-rgb", 1: "bitswap-gray"}
 """Default model name by number of image channels."""
 
 _registry: dict[str, Path] = {}
@@ -81,8 +81,13 @@ def _model_folder() -> Path:
     return installed if installed.is_dir() else package.parent / "models"
 
 
+FLOAT_SUFFIX = ".float.safetensors"
+"""Float weights shipped beside a model (for ``bitswap train --init``), not models themselves."""
+
+
 def _shipped() -> dict[str, Path]:
-    return {path.stem: path for path in _model_folder().glob("*.safetensors")}
+    paths = _model_folder().glob("*.safetensors")
+    return {path.stem: path for path in paths if not path.name.endswith(FLOAT_SUFFIX)}
 
 
 def available_models() -> dict[str, Path]:

@@ -107,3 +107,12 @@ def test_pillow_decodes_through_its_registered_decoder():
     with Image.open(VECTOR) as image:
         assert image.tile[0].codec_name == "bsw"
         assert np.array_equal(np.asarray(image), bsw.decompress(VECTOR.read_bytes()))
+
+
+def test_float_weights_ship_beside_models_without_being_models():
+    models = zoo.available_models()
+    assert zoo.DEFAULT_MODELS[3] in models and not any(name.endswith(".float") for name in models)
+    from bitswap_plugin.model import load_float_model
+
+    float_model = load_float_model(ROOT / "models" / f"{zoo.DEFAULT_MODELS[3]}{zoo.FLOAT_SUFFIX}")
+    assert float_model.config == zoo.load_model(zoo.DEFAULT_MODELS[3]).config and float_model.quantized
