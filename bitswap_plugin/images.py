@@ -1,12 +1,22 @@
-"""Pillow images <-> the uint8 arrays the codec takes, shared by the CLI and plugins."""
+"""Pillow images <-> the uint8 arrays the codec takes, and folders of images; shared by the CLI, plugins, bench and training."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .errors import InvalidImageError
 from .fileformat import MODE_BY_CHANNELS
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm")
+"""File name endings read as images from a folder (training data, benchmark sets)."""
+
+
+def images_in(folder: str | Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def to_array(image: Image.Image) -> np.ndarray:

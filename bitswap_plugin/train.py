@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from .architecture import ModelConfig
 from .errors import BitSwapError
+from .images import images_in
 from .integer_model import integer_neg_elbo, save_integer_model
 from .model import BitSwapVAE, Net, export_integer_model, load_float_model, neg_elbo, save_float_model
 from .polyphase import PolyphaseConfig
@@ -62,7 +63,6 @@ PRESETS = {
     ),
     "polyphase-gray": PolyphaseConfig(channels=1, latent_channels=4, latent_layers=2, width=64, res_blocks=2, name="polyphase-gray"),
 }
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm")
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
 
@@ -76,7 +76,7 @@ def image_paths(folders: list[str]) -> list[Path]:
     for folder in folders:
         if not Path(folder).is_dir():
             raise BitSwapError(f"training data folder {folder!r} does not exist")
-        paths += sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths += images_in(folder)
     return paths
 
 

@@ -23,10 +23,9 @@ import torch
 from PIL import Image
 
 from ..fileformat import METHODS
-from ..images import to_array
+from ..images import IMAGE_SUFFIXES, images_in, to_array
 from .codecs import Codec
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".webp")
 
 
 class PeakMemory:
@@ -80,7 +79,7 @@ def image_paths(folder: Path, limit: int | None = None) -> list[Path]:
     """The image files of ``folder``, sorted by name, at most ``limit``."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder of images")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = images_in(folder)
     if not paths:
         raise FileNotFoundError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return paths[:limit]
