@@ -96,7 +96,7 @@ def pack(header: Header, head_bytes: bytes, tail_bytes: bytes) -> bytes:
             _MODE_NAMES.index(header.mode),
             fileformat.METHODS.index(header.plan.method),
             PATCH,
-            (_FLAG_STACK if header.stack else 0) | (_FLAG_CHANNEL_AXIS if header.channel_axis else 0),
+            (_FLAG_STACK if header.stack else 0) | (_FLAG_CHANNEL_AXIS if header.channel_axis and header.plan.version.number >= 3 else 0),
             header.height,
             header.width,
             header.frames,
@@ -188,6 +188,8 @@ def read_header(data: bytes) -> tuple[Header, int]:
         raise CorruptFileError("corrupt .bsw file: empty image")
     if frames > 1 and not flags & _FLAG_STACK:
         raise CorruptFileError("corrupt .bsw file: several frames without the stack flag")
+    if version >= 3 and MODES[_MODE_NAMES[mode]].channels > 1 and not flags & _FLAG_CHANNEL_AXIS:
+        raise CorruptFileError("corrupt .bsw file: an image of several channels without the channel-axis flag")
     mode_name = _MODE_NAMES[mode]
     plane_models = list(reader.take(len(MODES[mode_name].planes)))
     seed_patches, seed_length, group_count = reader.varint(), reader.varint(), reader.varint()

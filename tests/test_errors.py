@@ -183,3 +183,9 @@ def test_group_and_lane_limits_follow_the_format_version(version: int, accepted:
     else:
         with pytest.raises(CorruptFileError, match="not 1 to 256 patches"):
             container.read_header(data)
+
+
+def test_several_channels_need_the_channel_axis_flag(encoded):
+    _, data = encoded
+    with pytest.raises(CorruptFileError, match="several channels without the channel-axis flag"):
+        bsw.read_info(_rewrite_header(data, channel_axis=False))

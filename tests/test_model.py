@@ -200,7 +200,7 @@ def test_larger_tile_is_deterministic_and_matches_crops_inside(shipped: IntegerV
 
 def test_shipped_conv_bounds_fit_float32(shipped: IntegerVAE) -> None:
     bounds = shipped.conv_bounds()
-    assert len(bounds) == 2 * shipped.config.latent_layers * (2 + 2 * shipped.config.res_blocks)
+    assert len(bounds) == sum(2 + 2 * blocks for _, _, blocks in shipped.network_specs(shipped.config).values())
     assert max(bounds.values()) < 2**24
 
 

@@ -61,7 +61,8 @@ def test_backwards_compatibility(monkeypatch):
     rgb = crops(2, 16, 40)
     arrays = [rgb[0, :, :, 0].copy(), rgb[1, :, :24], np.concatenate([rgb, rgb[:, :, :, :1]], axis=3)[:, :, :16]]
     tiny = {name: zoo.model_hash(name) for name in ("tiny-rgb", "tiny-gray")}  # the defaults until 2026-11-28
-    codecs = [BitSwap(models=tiny), BitSwap(method="bbans", models=tiny), BitSwap(), BitSwap(method="bbans")]
+    first = {name: zoo.model_hash(name) for name in ("bitswap-rgb", "bitswap-gray")}  # the defaults until 2026-12-01
+    codecs = [BitSwap(models=tiny), BitSwap(method="bbans", models=tiny), BitSwap(models=first), BitSwap(method="bbans", models=first)]
     common.check_backwards_compatibility("bitswap", arrays, codecs)
 
 
