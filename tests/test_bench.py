@@ -74,6 +74,17 @@ def test_bench_refuses_a_missing_folder(tmp_path: Path, capsys):
     assert "nowhere is not a folder of images" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--codecs", "nosuchcodec"], "unknown codec 'nosuchcodec': choose from"),
+    (["--codecs", "bitswap-rgb", "png", "--gray"], "bitswap-rgb-bitswap, bitswap-rgb-bbans cannot code grey (--gray) images"),
+])
+def test_bench_refuses_codecs_it_would_drop(tmp_path: Path, capsys, extra, message):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    assert cli.main(["bench", "codecs", "--images", str(tmp_path), "--out", str(tmp_path), *extra]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
 def test_blocks_cover_the_cropped_image_in_raster_order():
     image = np.arange(70 * 100 * 3, dtype=np.uint32).reshape(70, 100, 3)
     blocks = experiments.cut_blocks(experiments.crop_to_blocks(image))

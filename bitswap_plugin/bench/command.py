@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import zoo
+from ..errors import InvalidOptionError
 from ..fileformat import METHODS
 from . import codecs, experiments, measure
 
@@ -53,9 +54,26 @@ def _write(args: argparse.Namespace, name: str, document: dict) -> Path:
     return path
 
 
+def _chosen_codecs(args: argparse.Namespace) -> list[codecs.Codec]:
+    """The codecs ``--codecs`` names (all by default); a name that matches none, or a codec that
+    cannot code the images (a colour model with ``--gray``), is an error rather than a silent gap."""
+    available = codecs.all_codecs(args.models, tuple(args.methods), args.device)
+    unknown = [name for name in args.codecs or [] if not any(c.name.startswith(name) for c in available)]
+    if unknown:
+        raise InvalidOptionError(f"unknown codec {', '.join(map(repr, unknown))}: choose from {', '.join(c.name for c in available)}")
+    chosen = list(codecs.select(available, args.codecs))
+    channels = 1 if args.gray else 3
+    unfit = [c.name for c in chosen if channels not in c.channels]
+    if unfit and args.codecs:
+        fit = ", ".join(c.name for c in available if channels in c.channels)
+        what = "grey (--gray)" if args.gray else "colour"
+        raise InvalidOptionError(f"{', '.join(unfit)} cannot code {what} images; choose from {fit}")
+    return [c for c in chosen if channels in c.channels]
+
+
 def _codecs(args: argparse.Namespace) -> None:
     paths = measure.image_paths(args.images, args.limit)
-    chosen = list(codecs.select(codecs.all_codecs(args.models, tuple(args.methods), args.device), args.codecs))
+    chosen = _chosen_codecs(args)
     results = measure.run(chosen, paths, gray=args.gray)
     folder = args.out / ("codecs-gray" if args.gray else "codecs")
     by_name = {codec.name: codec for codec in chosen}
