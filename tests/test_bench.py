@@ -74,6 +74,13 @@ def test_bench_refuses_a_missing_folder(tmp_path: Path, capsys):
     assert "nowhere is not a folder of images" in capsys.readouterr().err
 
 
+def test_bench_writes_its_table_without_being_asked(tmp_path: Path):
+    Image.fromarray(np.arange(48 * 40 * 3, dtype=np.uint8).reshape(48, 40, 3)).save(tmp_path / "a.png")
+    assert cli.main(["bench", "codecs", "--images", str(tmp_path), "--out", str(tmp_path / "out"), "--codecs", "png", "gzip"]) == 0
+    table = (tmp_path / "out" / "codecs.md").read_text()
+    assert "| png |" in table and "| gzip |" in table
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--codecs", "nosuchcodec"], "unknown codec 'nosuchcodec': choose from"),
     (["--codecs", "bitswap-rgb", "png", "--gray"], "bitswap-rgb-bitswap, bitswap-rgb-bbans cannot code grey (--gray) images"),

@@ -42,9 +42,13 @@ def _link(path: Path | None, markdown: Path | None, alt: str) -> str:
 
 
 def _publish(args: argparse.Namespace, name: str, heading: str, body: str) -> None:
+    """Print the section, write it as ``<out>/<name>.md`` and, with ``--markdown``, into that file."""
     print(body)
+    section = f"{heading}\n\n{_meta_line(args.meta)}\n\n{body}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.md").write_text(section + "\n")
     if args.markdown:
-        measure.update_section(args.markdown, name, f"{heading}\n\n{_meta_line(args.meta)}\n\n{body}")
+        measure.update_section(args.markdown, name, section)
 
 
 def _write(args: argparse.Namespace, name: str, document: dict) -> Path:
