@@ -1,4 +1,4 @@
-"""The README's examples for other libraries run as written (each section as a script, in a temp dir)."""
+"""The README's Python examples run as written (the API's, and each library's section, as scripts in a temp dir)."""
 
 from __future__ import annotations
 
@@ -30,9 +30,24 @@ def test_every_library_has_an_example():
     assert all(found.values())
 
 
+def api_example() -> str:
+    """The code blocks of the README's "Python API" chapter."""
+    chapter = README.read_text().split("## Python API", 1)[1].split("\n## ", 1)[0]
+    return "\n".join(re.findall(r"^```python\n(.*?)^```$", chapter, flags=re.MULTILINE | re.DOTALL))
+
+
+def _run(code: str, folder: Path) -> None:
+    script = folder / "example.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script)], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.parametrize("section", SECTIONS)
 def test_example_runs(section, tmp_path):
-    script = tmp_path / "example.py"
-    script.write_text(examples()[section])
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    _run(examples()[section], tmp_path)
+
+
+def test_api_example_runs(tmp_path):
+    assert "bsw.compress" in api_example()
+    _run(api_example(), tmp_path)
