@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .ans import AnsCoder
+from .distributions import EntropyModel
 from .errors import CorruptFileError
 from .fileformat import PATCH, VERSION, StreamPlan, Version
 from .integer_model import IntegerVAE
@@ -187,7 +188,7 @@ class Prior:
         else:
             z[self.level] = coder.pop(self._model(group, z)).view(group.model.config.latent_shape(group.count))
 
-    def _model(self, group: GroupContext, z: list):
+    def _model(self, group: GroupContext, z: list) -> EntropyModel:
         layers = group.model.config.latent_layers
         if self.level == layers:
             return group.model.top_prior(math.prod(group.model.config.latent_shape(group.count)), group.device)

@@ -33,6 +33,7 @@ Files are safetensors (no pickle) with the architecture id and the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -295,17 +296,17 @@ class IntegerVAE:
 
     def posterior(self, level: int, below: torch.Tensor, batch: int | None = None) -> DiscretizedLogistic:
         """q(z_{level+1} | z_level), ``below`` being pixels at level 0."""
-        return DiscretizedLogistic(*batched(self.posterior_codes, level, below, batch), self.config.latent_bins)
+        return DiscretizedLogistic(*batched(functools.partial(self.posterior_codes, level), below, batch), self.config.latent_bins)
 
     def prior(self, level: int, above: torch.Tensor, batch: int | None = None) -> DiscretizedLogistic:
         """p(z_level | z_{level+1}) for 1 <= level < L."""
         if not 1 <= level < self.config.latent_layers:
             raise ValueError(f"latent prior levels are 1..{self.config.latent_layers - 1}, got {level}")
-        return DiscretizedLogistic(*batched(self.prior_codes, level, above, batch), self.config.latent_bins)
+        return DiscretizedLogistic(*batched(functools.partial(self.prior_codes, level), above, batch), self.config.latent_bins)
 
     def likelihood(self, z1: torch.Tensor, known: torch.Tensor | None = None, batch: int | None = None) -> ChannelConditionedLogistic:
         """p(x | z1); ``known`` marks padding pixels (coded at zero bits)."""
-        return self.likelihood_type(batched(self.prior_codes, 0, z1, batch), known)
+        return self.likelihood_type(batched(functools.partial(self.prior_codes, 0), z1, batch), known)
 
     def top_prior(self, count: int, device: torch.device | str = "cpu") -> SharedLogistic:
         """p(z_L) of ``count`` symbols: the standard logistic, one table for all."""
@@ -368,12 +369,12 @@ class IntegerVAE:
         return model
 
 
-def batched(codes: Callable[[int, torch.Tensor], tuple[torch.Tensor, ...]], level: int, inp: torch.Tensor,
+def batched(network: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], inp: torch.Tensor,
             batch: int | None) -> tuple[torch.Tensor, ...]:
-    """``codes(level, inp)`` computed ``batch`` patches at a time (all at once for None)."""
+    """``network(inp)`` computed ``batch`` patches at a time (all at once for None)."""
     if batch is None or inp.shape[0] <= batch:
-        return codes(level, inp)
-    parts = [codes(level, inp[i : i + batch]) for i in range(0, inp.shape[0], batch)]
+        return network(inp)
+    parts = [network(inp[i : i + batch]) for i in range(0, inp.shape[0], batch)]
     return tuple(torch.cat(part) for part in zip(*parts))
 
 

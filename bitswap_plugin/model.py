@@ -457,7 +457,10 @@ def load_float_model(path: str | os.PathLike) -> BitSwapVAE:
         raise BitSwapError(f"{os.fspath(path)!r} is not a float model of a known architecture")
     model = architecture.float_model_class()(architecture.integer_model.config_type.from_json(metadata["config"]))
     state = model.state_dict()
-    model.load_state_dict({name: tensors[name].to(state[name].dtype) if name in tensors else value for name, value in state.items()})
+    missing = [name for name, value in state.items() if isinstance(value, torch.Tensor) and name not in tensors]
+    if missing:
+        raise BitSwapError(f"{os.fspath(path)!r} lacks the weights {missing[:3]}")
+    model.load_state_dict({name: tensors[name].to(value.dtype) if name in tensors else value for name, value in state.items()})
     model.quantized = metadata.get("quantized") == "True"
     return model
 

@@ -17,6 +17,7 @@ in the encoder and the decoder alike.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -128,7 +129,7 @@ class PolyphaseLikelihood:
         for j, subimages in enumerate(config.passes):
             context = x if self.known is None else x.masked_fill(self.known, 0)
             inp = pass_input(self.z1_input, context, decoded)
-            codes = batched(lambda _, part: self.model.pass_codes(j, part), 0, inp, self.batch)
+            codes = batched(functools.partial(self.model.pass_codes, j), inp, self.batch)
             for s, (mean, log_scale, *coefs) in zip(subimages, split_pass(codes, len(subimages), config.channels)):
                 known = None if self.known is None else subimage(self.known, s)
                 rows, cols = slice(s // SQUEEZE, None, SQUEEZE), slice(s % SQUEEZE, None, SQUEEZE)

@@ -15,7 +15,7 @@ from torch import nn
 
 from .architecture import PIXEL_BINS, conditioned_mean, latents_to_input
 from .model import LN2, BitSwapVAE, Net, codes_to_bins, discretized_logistic_log_mass, export_net
-from .polyphase import ARCHITECTURE, PolyphaseConfig, PolyphaseVAE, pass_input, pass_specs, split_pass, subimage
+from .polyphase import ARCHITECTURE, SUBIMAGES, PolyphaseConfig, PolyphaseVAE, pass_input, pass_specs, split_pass, subimage
 
 
 class PassLikelihood(nn.Module):
@@ -37,7 +37,7 @@ class PassLikelihood(nn.Module):
 
     def recon_bits(self, z1: torch.Tensor, x: torch.Tensor, quantized: bool) -> torch.Tensor:
         """-log2 p(x | z1) of each subimage, summed over the batch: (4,)."""
-        bits = torch.zeros(len(sum(self.config.passes, ())), device=x.device)
+        bits = torch.zeros(SUBIMAGES, device=x.device)
         for net, inp, subimages in zip(self.nets, self._inputs(z1, x), self.config.passes):
             parts = split_pass(net(inp, quantized), len(subimages), self.config.channels)
             for s, (mean, log_scale, *coefs) in zip(subimages, parts):
