@@ -4,7 +4,8 @@
 
 Without IMAGE, compresses the bundled sample photo. Any format Pillow reads
 works (PNG, JPEG, ...): the image is first decoded to pixels, and those pixels
-are what every codec below stores losslessly. Nothing is cropped.
+are what every codec below stores losslessly. Nothing is cropped. The .bsw file
+goes to ``out/`` in the current folder (created) unless ``-o`` names another path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ from bitswap_plugin.bench.codecs import classical_codecs, select
 from bitswap_plugin.images import to_array
 
 SAMPLE = resources.files("bitswap_plugin") / "samples" / "astronaut.png"
+OUT = Path("out")
+"""Where the demos write by default, in the current folder."""
+
+
+def output_path(output: str | None, source: str, suffix: str) -> Path:
+    """``output``, or ``out/`` + ``source``'s file name with ``suffix``; its folder is created."""
+    path = Path(output) if output else OUT / Path(source).with_suffix(suffix).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 DEMO_CODECS = ["gzip", "bzip2", "lzma", "png", "webp"]
@@ -35,7 +45,7 @@ def classical_sizes(array: np.ndarray) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image", nargs="?", default=str(SAMPLE), help="image to compress (default: bundled sample)")
-    parser.add_argument("-o", "--output", help="where to write the .bsw file (default: IMAGE name with .bsw, in the current folder)")
+    parser.add_argument("-o", "--output", help="where to write the .bsw file (default: out/IMAGE-NAME.bsw)")
     parser.add_argument("--method", default="bitswap", choices=["bitswap", "bbans"])
     args = parser.parse_args()
 
@@ -44,7 +54,7 @@ def main() -> None:
     start = time.perf_counter()
     data = bsw.compress(array, method=args.method)
     seconds = time.perf_counter() - start
-    output = Path(args.output or Path(args.image).with_suffix(".bsw").name)
+    output = output_path(args.output, args.image, ".bsw")
     output.write_bytes(data)
 
     subpixels = array.size
