@@ -15,16 +15,18 @@ import numpy as np
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_bytes, ensure_contiguous_ndarray, ndarray_copy
 
-from .adapters import check_device, check_layout, decode_image, default_layout, encode_image, pin_models
-from .errors import CorruptFileError, InvalidImageError
+from .adapters import check_device, check_dtype, check_layout, decode_image, default_layout, encode_image, pin_models
+from .errors import InvalidImageError
 from .fileformat import check_method
+
 
 class BitSwap(Codec):
     """Lossless Bit-Swap compression of uint8 images, or stacks of images coded as one chain.
 
     ``model``: the model for the colour (or grey) planes, default by channel count;
-    ``method``: ``"bitswap"`` or ``"bbans"``; ``layout``: one of :data:`LAYOUTS`,
-    by default inferred from each array's shape (:func:`default_layout`);
+    ``method``: ``"bitswap"`` or ``"bbans"``; ``layout``: the axes, such as HW, HWC,
+    NHWC or NNNHW (:data:`~bitswap_plugin.adapters.LAYOUT`; every N axis is one
+    stack), by default inferred from each array's shape (:func:`default_layout`);
     ``shape``: the image shape, needed to encode flat buffers; ``models``: name ->
     SHA-256 of the models it may use, pinned from the installed models when omitted
     (encoding with any other model fails).
@@ -76,8 +78,7 @@ class BitSwap(Codec):
     def _image(self, buf: object) -> np.ndarray:
         """``buf`` as an image array: a uint8 ndarray, or any other buffer read as raw bytes."""
         if isinstance(buf, np.ndarray):
-            if buf.dtype != np.uint8:
-                raise InvalidImageError(f"BitSwap codes uint8 data, got dtype {buf.dtype}")
+            check_dtype(buf.dtype)
             if buf.ndim > 1 and buf.flags.f_contiguous and not buf.flags.c_contiguous:
                 raise InvalidImageError("BitSwap codes C-ordered arrays, got a Fortran-ordered one (zarr: order='C')")
             array = buf
@@ -92,14 +93,13 @@ class BitSwap(Codec):
         return array.reshape(self.shape)
 
     def encode(self, buf: object) -> bytes:
-        """Compress an image: (H, W), (H, W, C), (N, H, W, C), (N, H, W) per ``layout``, or flat bytes of ``shape``."""
+        """Compress an image or a stack of images laid out as ``layout`` (any number of stack axes
+        before (H, W) or (H, W, C)), or flat bytes of ``shape``."""
         array = self._image(buf)
         layout = self.layout or default_layout(array.shape)
         return encode_image(array, layout, model=self.model, method=self.method, models=self.models, device=self.device)
 
     def decode(self, buf: object, out: object | None = None) -> np.ndarray:
-        """Decompress into a new array (shaped like the encoded one) or into ``out``."""
-        image = decode_image(ensure_bytes(buf), self.layout, self.device)
-        if self.shape is not None and image.shape != self.shape:
-            raise CorruptFileError(f"the stream holds an array of shape {image.shape}, the codec expects {self.shape}")
-        return ndarray_copy(image, out)
+        """Decompress into ``out``, or a new array of ``shape``, else shaped as ``layout`` with its stack
+        axes merged into one, else as :func:`bitswap_plugin.decompress` returns it."""
+        return ndarray_copy(decode_image(ensure_bytes(buf), self.layout, self.shape, self.device), out)

@@ -13,13 +13,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-import numpy as np
 from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.common import JSON, parse_named_configuration
 
-from .adapters import check_device, check_layout, decode_image, default_layout, encode_image, pin_models
-from .errors import CorruptFileError, InvalidImageError
+from .adapters import check_device, check_dtype, check_layout, decode_image, default_layout, encode_image, pin_models
 from .fileformat import check_method
 
 if TYPE_CHECKING:
@@ -33,11 +31,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class BitSwapCodec(ArrayBytesCodec):
-    """Lossless Bit-Swap coding of uint8 image chunks; an (N, H, W[, C]) chunk is one chain.
+    """Lossless Bit-Swap coding of uint8 image chunks; a chunk's stack axes (all before (H, W[, C])) are one chain.
 
     ``model``: the model for the colour (or grey) planes, default by channel count;
     ``method``: ``"bitswap"`` or ``"bbans"``; ``layout``: the chunk's axes (HW, HWC,
-    NHW or NHWC), filled in from the array's shape at creation when omitted;
+    NHW, NHWC, NNNHW, ...), filled in from the array's shape at creation when omitted;
     ``models``: name -> SHA-256 of the models it may use, pinned from the installed
     models when omitted; ``device``: where this codec object codes, a runtime option
     kept out of the metadata (:class:`~bitswap_plugin.BitSwap` says why), so an array
@@ -87,8 +85,7 @@ class BitSwapCodec(ArrayBytesCodec):
         return self
 
     def validate(self, *, shape: tuple[int, ...], dtype: ZDType[TBaseDType, TBaseScalar], chunk_grid: ChunkGrid) -> None:
-        if dtype.to_native_dtype() != np.uint8:
-            raise InvalidImageError(f"the bitswap codec codes uint8 arrays, got data type {dtype.to_native_dtype()}")
+        check_dtype(dtype.to_native_dtype())
         if isinstance(chunk_grid, RegularChunkGrid):
             chunks = chunk_grid.chunk_shape
             check_layout(self.layout or default_layout(chunks), chunks)
@@ -105,9 +102,8 @@ class BitSwapCodec(ArrayBytesCodec):
         return chunk_spec.prototype.buffer.from_bytes(data)
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        array = await asyncio.to_thread(decode_image, chunk_bytes.to_bytes(), self._layout(chunk_spec), self.device)
-        if array.shape != chunk_spec.shape:
-            raise CorruptFileError(f"a chunk decodes to shape {array.shape}, the array's chunks are {chunk_spec.shape}")
+        data = chunk_bytes.to_bytes()
+        array = await asyncio.to_thread(decode_image, data, self._layout(chunk_spec), chunk_spec.shape, self.device)
         return chunk_spec.prototype.nd_buffer.from_numpy_array(array)
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:

@@ -42,3 +42,13 @@ def test_workers_write_and_read_zarr(client, tmp_path, images, zarr_chunks, dask
     np.testing.assert_array_equal(da.from_zarr(path, chunks=dask_chunks).compute(), images)
     loaded = client.run(_models_in_memory)
     assert len(loaded) == 2 and all(models == [(zoo.DEFAULT_MODELS[3], "cpu")] for models in loaded.values())
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_workers_write_and_read_ome_zarr(client, tmp_path, zarr_format):
+    """A (t, c, z, y, x) array of grey planes, one (z, y, x) stack per chunk and task."""
+    images = crops(6, 32, 48, seed=4)[..., 0].reshape(2, 1, 3, 32, 48)
+    coding = {"compressors": BitSwap()} if zarr_format == 2 else {"serializer": BitSwapCodec(), "compressors": None}
+    path = str(tmp_path / "images.zarr")
+    da.from_array(images, chunks=(1, 1, 3, 32, 48)).to_zarr(path, zarr_format=zarr_format, **coding)
+    np.testing.assert_array_equal(da.from_zarr(path).compute(), images)
