@@ -22,6 +22,10 @@ LAYOUT = re.compile(r"N*HWC?")
 """Axis orders a chunk may have: any number of N (stack axes, all coded as one chain of frames),
 then H rows, W columns, and C channels (1..4) or none (grey): HW, HWC, NHW, NHWC, NNNHW, ..."""
 
+SERIALIZER = "serializer=BitSwapCodec(), compressors=None"
+"""How a Zarr format 3 array takes Bit-Swap, which every codec-placement message names."""
+
+
 def default_layout(shape: Sequence[int]) -> str:
     """The layout of a chunk shape: the last two axes are (y, x) of grey planes and all axes before them
     a stack (HW, NHW, NNNHW for OME-Zarr's (t, c, z, y, x)), except that a last axis of 1 to 4 after

@@ -15,8 +15,10 @@ import numpy as np
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_bytes, ensure_contiguous_ndarray, ndarray_copy
 
-from .adapters import check_device, check_dtype, check_layout, decode_image, default_layout, encode_image, pin_models
-from .errors import InvalidImageError
+from .adapters import (
+    SERIALIZER, check_device, check_dtype, check_layout, decode_image, default_layout, encode_image, pin_models,
+)
+from .errors import InvalidImageError, InvalidOptionError
 from .fileformat import check_method
 
 
@@ -103,3 +105,10 @@ class BitSwap(Codec):
         """Decompress into ``out``, or a new array of ``shape``, else shaped as ``layout`` with its stack
         axes merged into one, else as :func:`bitswap_plugin.decompress` returns it."""
         return ndarray_copy(decode_image(ensure_bytes(buf), self.layout, self.shape, self.device), out)
+
+    def __getitem__(self, index: object) -> None:
+        """Refuse indexing and iteration: Zarr format 3 iterates its ``compressors=``, where this codec does not go."""
+        raise InvalidOptionError(
+            "BitSwap is a numcodecs codec, a Zarr format 2 compressor (compressors=BitSwap(), zarr_format=2); "
+            f"a Zarr format 3 array takes Bit-Swap as its serializer: zarr.create_array(..., {SERIALIZER})"
+        )

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,33 @@ def test_v2_bad_arrays_fail_at_first_write(tmp_path, options, message):
     with pytest.raises(InvalidImageError, match=message):
         array[...] = 1
     assert not any(path.name[0].isdigit() for path in (tmp_path / "a.zarr").iterdir())
+
+
+def test_v3_compressors_bitswap_names_the_serializer(tmp_path):
+    """Zarr format 3 iterates ``compressors=``: the numcodecs codec refuses that, naming the right spelling."""
+    spelling = "zarr.create_array(..., serializer=BitSwapCodec(), compressors=None)"
+    with pytest.raises(InvalidOptionError, match=re.escape(spelling)):
+        zarr.create_array(tmp_path / "a.zarr", shape=(8, 8), dtype="uint8", compressors=BitSwap())
+    assert not any((tmp_path / "a.zarr").rglob("*"))  # no metadata written
+
+
+_V3, _NUMCODECS = "<class 'bitswap_plugin.zarr_codec.BitSwapCodec'>", "<class 'bitswap_plugin.numcodecs_codec.BitSwap'>"
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"compressors": BitSwapCodec()}, TypeError, f"Expected a BytesBytesCodec. Got {_V3}"),
+        ({"compressors": [BitSwap()]}, TypeError, f"Expected a BytesBytesCodec. Got {_NUMCODECS}"),
+        ({"serializer": BitSwap()}, TypeError, f"Expected an ArrayBytesCodec. Got {_NUMCODECS}"),
+        ({"compressors": BitSwapCodec(), "zarr_format": 2}, ValueError, f"Invalid compressor.* Got {_V3}"),
+    ],
+)
+def test_other_misplaced_codecs_are_refused_by_zarr(tmp_path, options, error, message):
+    """Zarr refuses these before calling any code of ours, with the errors the README quotes."""
+    with pytest.raises(error, match=message):
+        zarr.create_array(tmp_path / "a.zarr", shape=(8, 8), dtype="uint8", **options)
+    assert not any((tmp_path / "a.zarr").rglob("*"))  # no metadata written
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
