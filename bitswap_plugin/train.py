@@ -103,11 +103,16 @@ class PatchSampler:
         positions = np.array([(a.shape[1] - PATCH + 1) * (a.shape[2] - PATCH + 1) for a in self.images], dtype=np.float64)
         self.weights = positions / positions.sum()
 
-    def sample(self, n: int, rng: np.random.Generator, flip: bool = True, transpose: bool = False) -> torch.Tensor:
+    def sample(
+        self, n: int, rng: np.random.Generator, flip: bool = True, transpose: bool = False, synthetic: float = 0.0
+    ) -> torch.Tensor:
         """(n, C, PATCH, PATCH) uint8 crops; with ``flip``, each flipped at random both ways, with
-        ``transpose`` also transposed at random (all eight rotations and reflections)."""
+        ``transpose`` also transposed at random (all eight rotations and reflections); a
+        ``synthetic`` share of them (binomially drawn) from :func:`synthetic_patches`."""
         out = np.empty((n, self.images[0].shape[0], PATCH, PATCH), dtype=np.uint8)
-        for i, j in enumerate(rng.choice(len(self.images), n, p=self.weights)):
+        made = rng.binomial(n, synthetic) if synthetic else 0
+        out[:made] = synthetic_patches(made, out.shape[1], rng)
+        for i, j in enumerate(rng.choice(len(self.images), n - made, p=self.weights), start=made):
             img = self.images[j]
             y = rng.integers(0, img.shape[1] - PATCH + 1)
             x = rng.integers(0, img.shape[2] - PATCH + 1)
@@ -118,6 +123,37 @@ class PatchSampler:
                 crop = crop.transpose(0, 2, 1)
             out[i] = crop
         return torch.from_numpy(out)
+
+
+def synthetic_patches(n: int, channels: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, channels, PATCH, PATCH) uint8 crops of the content photos lack: flat colour, ramps
+    and 2-D gradients, and few-colour rectangles (graphics); a quarter get faint noise.
+
+    Mixed into training (``--synthetic``) so that smooth and flat regions cost almost
+    nothing instead of what the model would guess from photographs.
+    """
+    yy, xx = np.mgrid[0:PATCH, 0:PATCH].astype(np.float64)
+    out = np.empty((n, channels, PATCH, PATCH), dtype=np.uint8)
+    for i in range(n):
+        base = rng.uniform(0, 255, (channels, 1, 1))
+        kind = rng.integers(3)
+        if kind == 0:  # flat
+            crop = np.broadcast_to(base, (channels, PATCH, PATCH))
+        elif kind == 1:  # ramp or gradient, per-channel slopes of up to 4 levels a pixel
+            slope = rng.uniform(-4, 4, (2, channels, 1, 1)) * rng.choice((0.0, 0.1, 1.0), (2, 1, 1, 1))
+            crop = base + slope[0] * yy + slope[1] * xx
+        else:  # rectangles from a palette of 2-8 colours
+            palette = rng.integers(0, 256, (rng.integers(2, 9), channels))
+            crop = np.empty((channels, PATCH, PATCH))
+            crop[:] = palette[0][:, None, None]
+            for _ in range(rng.integers(1, 8)):
+                y0, x0 = rng.integers(0, PATCH, 2)
+                y1, x1 = y0 + rng.integers(1, PATCH + 1), x0 + rng.integers(1, PATCH + 1)
+                crop[:, y0:y1, x0:x1] = palette[rng.integers(len(palette))][:, None, None]
+        if rng.random() < 0.25:
+            crop = crop + rng.normal(0, rng.uniform(0.3, 2), (channels, PATCH, PATCH))
+        out[i] = np.clip(np.rint(crop), 0, 255)
+    return out
 
 
 # -- model initialisation and schedule --------------------------------------
@@ -189,6 +225,8 @@ class Settings:
     """Downscale factors of the training images (antialiased)."""
     transpose: bool = False
     """Also transpose training crops at random (besides flips)."""
+    synthetic: float = 0.0
+    """Share of training crops made by :func:`synthetic_patches` (flat, gradients, graphics)."""
     init: str = ""
     """Float checkpoint whose weights start the run (fine-tuning); empty: data-dependent init."""
     val_patches: int = 1024
@@ -358,7 +396,7 @@ class Trainer:
             lr = s.qat_lr if qat else learning_rate(self.step, s.steps, s.lr, s.lr_end)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x = self.train_data.sample(s.batch, self._streams(0), transpose=s.transpose).to(self.device, non_blocking=True)
+            x = self.train_data.sample(s.batch, self._streams(0), transpose=s.transpose, synthetic=s.synthetic).to(self.device, non_blocking=True)
             window_sum += self._train_step(net, optimizer, x)
             window_steps += 1
             self.step += 1
@@ -492,6 +530,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value, help=f"(default: {value})")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="downscale factors of the training images (default: 1 2 4)")
     parser.add_argument("--transpose", action="store_true", help="also transpose training crops at random")
+    parser.add_argument("--synthetic", type=float, default=0.0, help="share of training crops that are synthetic flat, "
+                        "gradient and few-colour content (default: 0)")
     parser.add_argument("--init", default="", help="start from these float weights (<name>.float.safetensors of an earlier run, "
                         "or the one shipped beside a model)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")

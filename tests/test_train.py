@@ -139,3 +139,20 @@ def test_train_a_polyphase_model(data: Path, tmp_path: Path) -> None:
     image = np.asarray(Image.open(next(data.iterdir())))[:40, :70]
     assert np.array_equal(decompress(compress(image, model=name)), image)
     assert _train(data, tmp_path / "bad", "--context-width", "8") == 1
+
+
+def test_synthetic_crops_are_flat_smooth_or_few_coloured(data: Path) -> None:
+    from bitswap_plugin.train import PatchSampler, synthetic_patches
+
+    crops = synthetic_patches(300, 3, np.random.default_rng(0)).astype(int)
+    assert crops.shape == (300, 3, 32, 32)
+    steps = np.abs(np.diff(crops, axis=3)).max(axis=(1, 2, 3))
+    colours = [len(np.unique(c.reshape(3, -1), axis=1)) for c in crops]
+    assert sum(s == 0 for s in steps) > 30  # flat
+    assert sum(0 < s <= 4 for s in steps) > 30  # ramps and gradients
+    assert sum(2 <= n <= 8 and s > 4 for n, s in zip(colours, steps)) > 30  # few-colour rectangles
+    sampler = PatchSampler(sorted(data.glob("*.png")), 3, (1,))
+    mixed = sampler.sample(400, np.random.default_rng(1), synthetic=0.25).numpy()
+    flat = sum(len(np.unique(c)) <= 3 for c in mixed)
+    assert 15 < flat < 60  # a quarter synthetic, a third of those flat and noiseless; photo crops never are
+    assert (sampler.sample(64, np.random.default_rng(2)).numpy().std(axis=(2, 3)) > 0).all()
