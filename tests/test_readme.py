@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+PYPROJECT = README.parent / "pyproject.toml"
 CHAPTER = "## Using it from other libraries"
 SECTIONS = ["numcodecs", "Zarr format 2", "Zarr format 3", "Pillow", "imageio and matplotlib", "dask"]
 
@@ -51,3 +55,38 @@ def test_example_runs(section, tmp_path):
 def test_api_example_runs(tmp_path):
     assert "bsw.compress" in api_example()
     _run(api_example(), tmp_path)
+
+
+# the extra the README tells each section's readers to install (the Pillow section needs none)
+EXTRAS = {"numcodecs": "ecosystem", "Zarr format 2": "ecosystem", "Zarr format 3": "ecosystem", "Pillow": None, "dask": "dask"}
+
+
+def _project() -> dict:
+    """pyproject.toml's ``[project]`` table."""
+    return pytest.importorskip("tomllib").loads(PYPROJECT.read_text())["project"]
+
+
+def _installed_by(extra: str | None) -> set[str]:
+    """Distributions ``pip install ".[extra]"`` installs (the base dependencies with None), following extras of itself."""
+    project = _project()
+    requirements = project["dependencies"] + ([] if extra is None else project["optional-dependencies"][extra])
+    names = set()
+    for requirement in map(Requirement, requirements):
+        if requirement.name == project["name"]:
+            names |= set().union(*map(_installed_by, requirement.extras))
+        else:
+            names.add(canonicalize_name(requirement.name))
+    return names
+
+
+def test_readme_names_extras_that_install_what_its_examples_import():
+    text = README.read_text()
+    assert 'pip install "bitswap-plugin' not in text  # not on PyPI: extras install from the clone
+    assert set(re.findall(r'pip install (?:-e )?"\.\[(\w+)\]"', text)) <= set(_project()["optional-dependencies"])
+    distributions = packages_distributions()
+    for section, extra in EXTRAS.items():
+        modules = set(re.findall(r"^(?:import|from) (\w+)", examples()[section], flags=re.MULTILINE))
+        needed = {canonicalize_name(distributions[m][0]) for m in modules - set(sys.stdlib_module_names) - {"bitswap_plugin"}}
+        assert needed <= _installed_by(None) | _installed_by(extra), section
+        if extra:
+            assert f'pip install ".[{extra}]"' in text
