@@ -8,6 +8,7 @@ header (``read_info``, ``bitswap info``, Pillow's ``Image.open``) stays light.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zlib
 from collections.abc import Callable, Mapping
@@ -17,8 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import container
-from .errors import CorruptFileError, DeviceError, ImageTooLargeError, InvalidImageError, ModelNotFoundError
-from .fileformat import MODE_BY_CHANNELS, MODES, PATCH, check_method
+from .errors import CorruptFileError, DeviceError, ImageTooLargeError, InvalidImageError, InvalidOptionError, ModelNotFoundError
+from .fileformat import AUTO, FALLBACKS, MAX_METADATA_BYTES, METHODS, MODE_BY_CHANNELS, MODES, PATCH, StreamPlan, check_method, coded_mode
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +34,15 @@ counts as padded to whole 32 x 32 patches, since the coder works on patches."""
 
 _SMALL_IMAGE_PATCHES = 16
 """Up to this many patches, also try deflating everything and keep the smaller."""
+_ESTIMATE_FROM_PATCHES = 64
+"""With ``method="auto"``, images of more patches first estimate the learned coder's size from
+a sample of this many patches, and run it only if it may beat the classical stream."""
+_ESTIMATE_MARGIN = 1.05
+"""Run the learned coder when its estimate is below this many times the classical size
+(a sample of 64 patches estimates a Kodak image's size within a few per cent)."""
+_GRAPHICS_BITS = 1.0
+"""When fast WebP needs at most this many bits per subpixel (graphics: text, charts, palettes,
+masks), also try WebP's best effort, up to 30 % smaller there and quick on such content."""
 
 Progress = Callable[[int], None]
 
@@ -49,9 +59,13 @@ class ImageInfo:
     stack: bool
     channel_axis: bool
     models: tuple[tuple[str, str], ...]
-    """(name, sha256) of each model the stream needs."""
+    """(name, sha256) of each model the stream needs (none for a classical method)."""
     size: int
     """Total stream size in bytes."""
+    coded_mode: str = ""
+    """The mode of the planes actually coded: ``mode`` less a grey image's G and B and a constant alpha."""
+    metadata: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
+    """Named byte strings stored with the pixels (see :func:`compress`)."""
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -126,6 +140,13 @@ def _as_stack(array: object) -> tuple[np.ndarray, str, bool, bool]:
     return np.require(image, requirements=["C", "W"]), MODE_BY_CHANNELS[image.shape[3]].name, is_stack, channel_axis
 
 
+def _model_channels(model: str) -> int:
+    """Channels of the images the installed model ``model`` codes."""
+    from . import zoo
+
+    return zoo.load_model(model).config.channels
+
+
 def _choose_models(mode: str, model: str | None) -> list[str]:
     """Model name for each plane: ``model`` where its channel count fits, else the default."""
     from . import zoo
@@ -134,7 +155,7 @@ def _choose_models(mode: str, model: str | None) -> list[str]:
     for channels in (plane.channels for plane in MODES[mode].planes):
         name = zoo.DEFAULT_MODELS[channels]
         if model is not None:
-            chosen = zoo.load_model(model).config.channels
+            chosen = _model_channels(model)
             if chosen == channels:
                 name = model
             elif channels != 1 or mode in ("L", "LA"):
@@ -169,60 +190,155 @@ def _check_pins(names: list[str], pins: Mapping[str, str]) -> None:
             raise ModelNotFoundError(f"the installed model {name!r} has hash {digest[:16]}…, but the configuration {pinned}")
 
 
+def _check_metadata(metadata: Mapping[str, bytes] | None) -> dict[str, bytes]:
+    """``metadata`` as a dict of str -> bytes within :data:`MAX_METADATA_BYTES`, or an InvalidOptionError."""
+    if not metadata:
+        return {}
+    if not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, (bytes, bytearray)) for k, v in metadata.items()):
+        raise InvalidOptionError("metadata must map str names to bytes (e.g. {'icc_profile': b'...'})")
+    size = sum(len(key.encode()) + len(value) for key, value in metadata.items())
+    if size > MAX_METADATA_BYTES:
+        raise InvalidOptionError(f"{size} bytes of metadata exceed the limit of {MAX_METADATA_BYTES}")
+    return {key: bytes(value) for key, value in metadata.items()}
+
+
+def _drop_redundant_planes(stack: np.ndarray, mode: str, grey_allowed: bool = True) -> tuple[np.ndarray, bool, int | None]:
+    """(the channels worth coding, whether R = G = B everywhere (looked for if ``grey_allowed``),
+    the alpha value if alpha is constant)."""
+    colour = MODES[mode].planes[0].channels
+    grey = grey_allowed and colour == 3 and bool((stack[..., 0] == stack[..., 1]).all() and (stack[..., 0] == stack[..., 2]).all())
+    alpha = None
+    if len(MODES[mode].planes) == 2 and (stack[..., -1] == stack[0, 0, 0, -1]).all():
+        alpha = int(stack[0, 0, 0, -1])
+    channels = [*([0] if grey else range(colour)), *([] if alpha is not None or colour == stack.shape[3] else [colour])]
+    coded = stack if len(channels) == stack.shape[3] else np.ascontiguousarray(stack[..., channels])
+    return coded, grey, alpha
+
+
+def _learned_may_win(coded: np.ndarray, mode: str, names: list[str], device: torch.device, classical_bytes: int) -> bool:
+    """Whether the learned coder may beat ``classical_bytes``: always for small images, else when
+    the -ELBO of an evenly spaced sample of patches, scaled to the image, is not far above it."""
+    import torch
+
+    planes = _planes(coded, mode, names, device)
+    total = sum(len(plane.grid) for plane in planes)
+    if total <= _ESTIMATE_FROM_PATCHES:
+        return True
+    chosen = set(np.linspace(0, total - 1, _ESTIMATE_FROM_PATCHES).round().astype(int).tolist())
+    estimate = _neg_elbo(planes, torch.Generator().manual_seed(0), chosen) * total / len(chosen)
+    return estimate / 8 < _ESTIMATE_MARGIN * classical_bytes
+
+
 def compress(
     array: object,
     *,
     model: str | None = None,
-    method: str = "bitswap",
+    method: str = AUTO,
     device: torch.device | str | None = None,
     progress: Progress | None = None,
     max_pixels: int | None = None,
     pins: Mapping[str, str] | None = None,
+    metadata: Mapping[str, bytes] | None = None,
 ) -> bytes:
     """Compress an 8-bit image, or a stack of images, losslessly into ``.bsw`` bytes.
 
     ``array``: uint8, (H, W) or (H, W, C) with C = 1 (L), 2 (LA), 3 (RGB) or 4
     (RGBA), or an (N, H, W, C) stack coded as one bits-back chain (the start-up
     cost is paid once). ``model`` names the model for the colour (or grey)
-    planes; alpha is coded as a grey plane. ``method`` is ``"bitswap"`` or
-    ``"bbans"``. ``device`` picks where the work runs (:func:`resolve_device`);
-    every device writes the same bytes. ``pins`` (model name -> SHA-256) makes
-    coding with any other model file a :class:`ModelNotFoundError`, raised
-    before any work.
+    planes; alpha is coded as a grey plane. An RGB image whose channels are
+    equal is coded as one grey plane, and a constant alpha plane is not coded.
+
+    ``method``: ``"auto"`` (default) keeps the smallest of Bit-Swap and the
+    classical methods (raw pixels, WebP lossless, or PNG where WebP cannot
+    code the image), so a file is never larger than the raw pixels or the
+    classical stream plus its header; Bit-Swap is skipped on large images
+    whose estimated size is clearly larger. ``"bitswap"`` or ``"bbans"`` force
+    a bits-back scheme, ``"raw"``, ``"png"`` or ``"webp"`` a classical method.
+
+    ``device`` picks where the work runs (:func:`resolve_device`); every device
+    writes the same bytes. ``pins`` (model name -> SHA-256) makes coding with
+    any other model file a :class:`ModelNotFoundError`, raised before any
+    work. ``metadata`` (str -> bytes, at most 1 MiB in all; names such as
+    ``icc_profile``, ``exif``, ``dpi``) is stored, checksummed, in the header
+    and returned by :func:`read_info`.
     """
-    from . import zoo
-    from .coders import encode_planes
+    from . import classical
 
     check_method(method)
     stack, mode, is_stack, channel_axis = _as_stack(array)
     frames, height, width = stack.shape[:3]
     _check_pixels(frames, height, width, max_pixels)
+    stored_metadata = _check_metadata(metadata)
+    if method in FALLBACKS and not classical.available(method, height, width):
+        raise InvalidOptionError(f"method {method!r} cannot code {height}x{width} images here; use 'auto' or 'raw'")
     device = resolve_device(device)
-    names = _choose_models(mode, model)
-    unique = list(dict.fromkeys(names))
+    coded, grey, alpha = _drop_redundant_planes(stack, mode, grey_allowed=model is None or _model_channels(model) == 1)
+    plane_mode = coded_mode(mode, grey, alpha is not None).name
+    names = _choose_models(plane_mode, model)
     if pins is not None:
-        _check_pins(unique, pins)
-    planes = _planes(stack, mode, names, device)
+        _check_pins(list(dict.fromkeys(names)), pins)
+    header = container.Header(
+        height=height,
+        width=width,
+        mode=mode,
+        pixel_crc=zlib.crc32(stack),
+        frames=frames,
+        stack=is_stack,
+        channel_axis=channel_axis,
+        models=[],
+        plane_models=[],
+        plan=StreamPlan(method),
+        grey_colour=grey,
+        alpha=alpha,
+        metadata=stored_metadata,
+    )
+    if method in METHODS:
+        return _learned_stream(header, coded, plane_mode, names, device, progress)
+    if method in FALLBACKS:
+        return _classical_stream(header, coded, method, "best")
+    streams = [_classical_stream(header, coded, "raw")]
+    fallback = next((m for m in ("webp", "png") if classical.available(m, height, width)), None)
+    if fallback:
+        streams.append(_classical_stream(header, coded, fallback))
+    best = min(streams, key=len)
+    if fallback == "webp" and 8 * len(streams[-1]) <= _GRAPHICS_BITS * coded.size:
+        best = min(best, _classical_stream(header, coded, "webp", "best"), key=len)
+    if _learned_may_win(coded, plane_mode, names, device, len(best)):
+        best = min(best, _learned_stream(header, coded, plane_mode, names, device, progress), key=len)
+    return best
+
+
+def _classical_stream(header: container.Header, coded: np.ndarray, method: str, effort: str = "fast") -> bytes:
+    from . import classical
+
+    return container.pack(dataclasses.replace(header, plan=StreamPlan(method)), classical.encode(coded, method, effort))
+
+
+def _learned_stream(
+    header: container.Header, coded: np.ndarray, mode: str, names: list[str], device: torch.device, progress: Progress | None
+) -> bytes:
+    """The smallest bits-back stream of ``coded`` (its planes in ``mode``) by the models ``names``:
+    small images also try seeding every patch (deflate alone)."""
+    from . import zoo
+    from .coders import encode_planes
+
+    method = header.plan.method if header.plan.method in METHODS else "bitswap"
+    unique = list(dict.fromkeys(names))
+    planes = _planes(coded, mode, names, device)
     total_patches = sum(len(plane.grid) for plane in planes)
     candidates = [1] if total_patches > _SMALL_IMAGE_PATCHES else sorted({1, total_patches})
     best = None
     for seed_patches in candidates:
         plan, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches == 1 else None)
         num_lanes, head, tail = coder.to_bytes()
-        header = container.Header(
-            height=height,
-            width=width,
-            mode=mode,
-            pixel_crc=zlib.crc32(stack),
-            frames=frames,
-            stack=is_stack,
-            channel_axis=channel_axis,
+        learned = dataclasses.replace(
+            header,
             models=[(name, zoo.model_hash(name)) for name in unique],
             plane_models=[unique.index(name) for name in names],
             plan=plan,
             num_lanes=num_lanes,
         )
-        data = container.pack(header, head, tail)
+        data = container.pack(learned, head, tail)
         if best is None or len(data) < len(best):
             best = data
     return best
@@ -241,6 +357,8 @@ def read_info(data: bytes) -> ImageInfo:
         channel_axis=header.channel_axis,
         models=tuple(header.models),
         size=start + header.head_length + header.tail_length,
+        coded_mode=header.coded_mode.name,
+        metadata=header.metadata,
     )
 
 
@@ -274,19 +392,51 @@ def decompress(
     ``batch_size`` (patches per network call; default 32 on CPU, 512 on CUDA)
     change where and how the work runs, never the result.
     """
-    import torch
-
-    from . import zoo
-    from .ans import AnsCoder
-    from .coders import Plane, decode_planes
-
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CorruptFileError(f"expected .bsw bytes, got {type(data).__name__}")
     header, head, tail = container.unpack(data)
     frames, height, width = header.frames, header.height, header.width
     _check_pixels(frames, height, width, max_pixels)
     device = resolve_device(device)
+    coded_shape = (frames, height, width, header.coded_mode.channels)
+    if header.learned:
+        coded = _decode_learned(header, head, tail, device, batch_size, progress)
+    else:
+        from . import classical
+
+        coded = classical.decode(head, header.plan.method, coded_shape)
+    result = _restore_planes(coded, header)
+    if zlib.crc32(result) != header.pixel_crc:
+        raise CorruptFileError("corrupt .bsw file: decoded pixels fail the checksum")
+    frames_axis = (frames,) if header.stack else ()
+    channel_axis = (result.shape[3],) if header.channel_axis else ()
+    return result.reshape(*frames_axis, height, width, *channel_axis)
+
+
+def _restore_planes(coded: np.ndarray, header: container.Header) -> np.ndarray:
+    """The (N, H, W, C) image of ``header.mode`` from its coded planes: a grey colour plane
+    repeated as R, G, B, a constant alpha filled in."""
     mode = MODES[header.mode]
+    if coded.shape[3] == mode.channels:
+        return coded
+    colour = coded[..., :1].repeat(3, axis=3) if header.grey_colour else coded[..., : mode.planes[0].channels]
+    if len(mode.planes) == 1:
+        return np.ascontiguousarray(colour)
+    alpha = coded[..., -1:] if header.alpha is None else np.full((*coded.shape[:3], 1), header.alpha, np.uint8)
+    return np.concatenate([colour, alpha], axis=3)
+
+
+def _decode_learned(
+    header: container.Header, head: bytes, tail: bytes, device: torch.device, batch_size: int | None, progress: Progress | None
+) -> np.ndarray:
+    """The (N, H, W, C) coded planes of a bits-back stream."""
+    import torch
+
+    from . import zoo
+    from .ans import AnsCoder
+    from .coders import Plane, decode_planes
+
+    mode = header.coded_mode
     models = [zoo.load_model(name, sha256, device) for name, sha256 in header.models]
     plane_models = [models[index] for index in header.plane_models]
     if any(model.config.channels != plane.channels for model, plane in zip(plane_models, mode.planes)):
@@ -295,16 +445,11 @@ def decompress(
         raise CorruptFileError(f"corrupt .bsw file: a version {header.plan.version.number} stream names a model with pixel context")
     _check_seed_fits(header, plane_models)
     # every pixel is decoded (seed and groups cover all patches): pages are touched only as decoding gets there
-    stack = torch.empty((frames, mode.channels, height, width), dtype=torch.uint8, device=device)
-    planes = [Plane(stack[frame, plane.slice], model) for plane, model in zip(mode.planes, plane_models) for frame in range(frames)]
+    stack = torch.empty((header.frames, mode.channels, header.height, header.width), dtype=torch.uint8, device=device)
+    planes = [Plane(stack[frame, plane.slice], model) for plane, model in zip(mode.planes, plane_models) for frame in range(header.frames)]
     coder = AnsCoder.from_bytes(header.num_lanes, head, tail, device, bottomless=False)
     decode_planes(coder, planes, header.plan, batch_size, progress)
-    result = stack.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-    if zlib.crc32(result) != header.pixel_crc:
-        raise CorruptFileError("corrupt .bsw file: decoded pixels fail the checksum")
-    frames_axis = (frames,) if header.stack else ()
-    channel_axis = (mode.channels,) if header.channel_axis else ()
-    return result.reshape(*frames_axis, height, width, *channel_axis)
+    return stack.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 # -- analysis: what the model and the coder cost, for experiments and benchmarks ----------
@@ -333,14 +478,29 @@ def neg_elbo_bits(array: object, *, model: str | None = None, seed: int = 0) -> 
     which a file approaches when the chain is long."""
     import torch
 
+    stack, mode, *_ = _as_stack(array)
+    planes = _planes(stack, mode, _choose_models(mode, model), resolve_device("cpu"))
+    return _neg_elbo(planes, torch.Generator().manual_seed(seed))
+
+
+def _neg_elbo(planes: list, generator: torch.Generator, chosen: set[int] | None = None) -> float:
+    """-ELBO in bits of the patches of ``planes`` (numbered along the chain), or of those ``chosen``."""
+    import torch
+
     from .integer_model import integer_neg_elbo
 
-    stack, mode, *_ = _as_stack(array)
-    generator = torch.Generator().manual_seed(seed)
-    bits = 0.0
-    planes = _planes(stack, mode, _choose_models(mode, model), resolve_device("cpu"))
-    for plane_model in dict.fromkeys(plane.model for plane in planes):
-        patches = torch.cat([p.grid.extract(p.pixels, 0, len(p.grid)) for p in planes if p.model is plane_model])
+    bits, first = 0.0, 0
+    batches: dict[IntegerVAE, list[torch.Tensor]] = {}
+    for plane in planes:
+        count = len(plane.grid)
+        if chosen is None:
+            batches.setdefault(plane.model, []).append(plane.grid.extract(plane.pixels, 0, count))
+        else:
+            wanted = [i - first for i in sorted(chosen) if first <= i < first + count]
+            batches.setdefault(plane.model, []).extend(plane.grid.extract(plane.pixels, i, i + 1) for i in wanted)
+        first += count
+    for plane_model, parts in batches.items():
+        patches = torch.cat(parts)
         for start in range(0, patches.shape[0], _ELBO_BATCH):
             part = patches[start : start + _ELBO_BATCH]
             bits += integer_neg_elbo(plane_model, part, generator) * part.numel()

@@ -31,25 +31,39 @@ class Version:
     """Whether the posterior's pushes and pops are spread (see :mod:`.ans`)."""
     pixel_context: bool
     """Whether a model may decode the pixels in passes with local pixel context (``bitswap-polyphase``)."""
+    fallbacks: bool = False
+    """Whether a stream may be coded by a classical method (:data:`FALLBACKS`), drop redundant
+    planes (grey colour, constant alpha) and carry metadata."""
 
 
 VERSIONS = {
     1: Version(1, max_group=256, max_lanes=1 << 12, spread_posterior=False, pixel_context=False),
     2: Version(2, max_group=1024, max_lanes=1 << 16, spread_posterior=True, pixel_context=False),
     3: Version(3, max_group=1024, max_lanes=1 << 16, spread_posterior=True, pixel_context=True),
+    4: Version(4, max_group=1024, max_lanes=1 << 16, spread_posterior=True, pixel_context=True, fallbacks=True),
 }
 """Every version this reader decodes."""
-VERSION = VERSIONS[3]
+VERSION = VERSIONS[4]
 """The version this writer writes."""
 
 METHODS = ("bitswap", "bbans")
 """Bits-back schemes, in header order: Bit-Swap (recursive) and BB-ANS."""
+FALLBACKS = ("raw", "png", "webp")
+"""Classical methods (version 4 on), in header order after :data:`METHODS`: the pixels stored
+as they are, PNG, and WebP lossless, each frame a complete file of its format."""
+CODING_METHODS = METHODS + FALLBACKS
+"""Every method a stream may be coded with, in header order."""
+AUTO = "auto"
+"""The method that lets the encoder pick the smallest of Bit-Swap and the classical methods."""
+MAX_METADATA_BYTES = 1 << 20
+"""Most bytes of metadata (keys and values) one stream may carry."""
 
 
 def check_method(method: object) -> str:
-    """``method`` if it is a known bits-back scheme, else an :class:`InvalidOptionError` naming them."""
-    if method not in METHODS:
-        raise InvalidOptionError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    """``method`` if it is :data:`AUTO` or in :data:`CODING_METHODS`, else an
+    :class:`InvalidOptionError` naming them."""
+    if method != AUTO and method not in CODING_METHODS:
+        raise InvalidOptionError(f"unknown method {method!r}: choose one of {', '.join((AUTO, *CODING_METHODS))}")
     return method  # type: ignore[return-value]
 
 
@@ -92,6 +106,14 @@ MODES = {
 """Modes by name, in header order (the header stores the index)."""
 MODE_BY_CHANNELS = {mode.channels: mode for mode in MODES.values()}
 """The mode of an array with this many channels (1 to 4)."""
+
+
+def coded_mode(mode: str, grey_colour: bool = False, constant_alpha: bool = False) -> Mode:
+    """The mode whose planes a stream of ``mode`` codes: a grey colour plane (R = G = B) is
+    coded as one channel, and a constant alpha plane not at all (version 4 on)."""
+    colour = 1 if grey_colour or mode in ("L", "LA") else 3
+    alpha = mode in ("LA", "RGBA") and not constant_alpha
+    return MODE_BY_CHANNELS[colour + alpha]
 
 
 @dataclass

@@ -19,14 +19,15 @@ from .adapters import (
     SERIALIZER, check_device, check_dtype, check_layout, decode_image, default_layout, encode_image, pin_models,
 )
 from .errors import InvalidImageError, InvalidOptionError
-from .fileformat import check_method
+from .fileformat import AUTO, check_method
 
 
 class BitSwap(Codec):
     """Lossless Bit-Swap compression of uint8 images, or stacks of images coded as one chain.
 
     ``model``: the model for the colour (or grey) planes, default by channel count;
-    ``method``: ``"bitswap"`` or ``"bbans"``; ``layout``: the axes, such as HW, HWC,
+    ``method``: ``"auto"`` (the smallest of Bit-Swap and the classical methods, see
+    :func:`~bitswap_plugin.compress`), or one forced (``"bitswap"``, ``"webp"``, ...); ``layout``: the axes, such as HW, HWC,
     NHWC or NNNHW (:data:`~bitswap_plugin.adapters.LAYOUT`; every N axis is one
     stack), by default inferred from each array's shape (:func:`default_layout`);
     ``shape``: the image shape, needed to encode flat buffers; ``models``: name ->
@@ -46,7 +47,7 @@ class BitSwap(Codec):
     def __init__(
         self,
         model: str | None = None,
-        method: str = "bitswap",
+        method: str = AUTO,
         layout: str | None = None,
         shape: Sequence[int] | None = None,
         models: Mapping[str, str] | None = None,

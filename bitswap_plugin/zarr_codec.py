@@ -18,7 +18,7 @@ from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.common import JSON, parse_named_configuration
 
 from .adapters import check_device, check_dtype, check_layout, decode_image, default_layout, encode_image, pin_models
-from .fileformat import check_method
+from .fileformat import AUTO, check_method
 
 if TYPE_CHECKING:
     from typing import Self
@@ -34,7 +34,8 @@ class BitSwapCodec(ArrayBytesCodec):
     """Lossless Bit-Swap coding of uint8 image chunks; a chunk's stack axes (all before (H, W[, C])) are one chain.
 
     ``model``: the model for the colour (or grey) planes, default by channel count;
-    ``method``: ``"bitswap"`` or ``"bbans"``; ``layout``: the chunk's axes (HW, HWC,
+    ``method``: ``"auto"`` (the smallest of Bit-Swap and the classical methods, see
+    :func:`~bitswap_plugin.compress`), or one forced (``"bitswap"``, ``"webp"``, ...); ``layout``: the chunk's axes (HW, HWC,
     NHW, NHWC, NNNHW, ...), filled in from the array's shape at creation when omitted;
     ``models``: name -> SHA-256 of the models it may use, pinned from the installed
     models when omitted; ``device``: where this codec object codes, a runtime option
@@ -55,7 +56,7 @@ class BitSwapCodec(ArrayBytesCodec):
         self,
         *,
         model: str | None = None,
-        method: str = "bitswap",
+        method: str = AUTO,
         layout: str | None = None,
         models: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         device: str | None = None,

@@ -33,7 +33,7 @@ BUDGET_MB = 256
 def small_file() -> bytes:
     """A real file: a 24x20 RGB crop, stored all-deflated (so its payload is its seed)."""
     with Image.open(SAMPLE) as image:
-        return bsw.compress(np.asarray(image.convert("RGB"))[100:124, 100:120], model="tiny-rgb")
+        return bsw.compress(np.asarray(image.convert("RGB"))[100:124, 100:120], model="tiny-rgb", method="bitswap")
 
 
 def claim(data: bytes, height: int, width: int, frames: int = 1, groups: int = 0, group_size: int = 256) -> bytes:

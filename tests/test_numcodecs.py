@@ -65,7 +65,8 @@ def test_backwards_compatibility(monkeypatch):
     arrays = [rgb[0, :, :, 0].copy(), rgb[1, :, :24], np.concatenate([rgb, rgb[:, :, :, :1]], axis=3)[:, :, :16]]
     tiny = {name: zoo.model_hash(name) for name in ("tiny-rgb", "tiny-gray")}  # the defaults until 2026-11-28
     first = {name: zoo.model_hash(name) for name in ("bitswap-rgb", "bitswap-gray")}  # the defaults until 2026-12-01
-    codecs = [BitSwap(models=tiny), BitSwap(method="bbans", models=tiny), BitSwap(models=first), BitSwap(method="bbans", models=first)]
+    # recorded when the default method was "bitswap" (before "auto", 2026-12-02)
+    codecs = [BitSwap(method=method, models=models) for models in (tiny, first) for method in ("bitswap", "bbans")]
     common.check_backwards_compatibility("bitswap", arrays, codecs)
 
 
@@ -161,7 +162,7 @@ def test_bad_data_is_refused(data, codec, message):
 @pytest.mark.parametrize(
     "options, error, message",
     [
-        ({"method": "cabac"}, InvalidOptionError, "unknown method 'cabac': choose one of .*bitswap, bbans"),
+        ({"method": "cabac"}, InvalidOptionError, "unknown method 'cabac': choose one of auto, bitswap, bbans"),
         ({"layout": "CHW"}, InvalidOptionError, "unknown layout 'CHW': a layout is HW or HWC after any number of N"),
         ({"layout": "HWN"}, InvalidOptionError, "unknown layout 'HWN'"),
         ({"shape": (8, 8, 5), "layout": "HWC"}, InvalidImageError, "1 to 4 channels"),
