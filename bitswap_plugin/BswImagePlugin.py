@@ -5,6 +5,9 @@ A stack is one bits-back chain, so the first ``load()`` decodes every frame and
 ``seek`` then picks one. ``im.save("x.bsw", model=..., method=..., device=...)``
 writes L, LA, RGB and RGBA (1 and P converted losslessly); ``save_all=True``
 writes all frames (and ``append_images``), all of one size and mode, as a stack.
+The ICC profile, EXIF, XMP, DPI and PNG text of ``im.info`` (or the save
+call's ``icc_profile=``, ``exif=``, ``xmp=``, ``dpi=``) are stored and come back
+in ``im.info``.
 
 The decoding device is the image's ``device`` attribute, set between
 ``Image.open`` and ``load()`` as Pillow's JPEG 2000 plugin takes ``reduce`` and
@@ -23,7 +26,7 @@ from PIL import Image, ImageFile, ImageSequence, UnidentifiedImageError
 from . import api
 from .errors import BitSwapError, InvalidImageError, TruncatedFileError
 from .fileformat import MAGIC, MODES
-from .images import to_array
+from .images import info_of, metadata_of, to_array
 
 FORMAT = "BSW"
 MIME = "image/x-bsw"
@@ -107,7 +110,7 @@ class BswImageFile(ImageFile.ImageFile):
         self._mode = info.mode
         self.n_frames = info.frames
         self.is_animated = info.frames > 1
-        self.info.update(method=info.method, models=info.models)
+        self.info.update(info_of(info.metadata), method=info.method, models=info.models)
         if info.frames > 1:
             # the whole stack is decoded at once: check it like one image of all its pixels
             Image._decompression_bomb_check((info.width, info.height * info.frames))
@@ -160,7 +163,8 @@ def _write(fp: IO[bytes], images: list[Image.Image], options: dict) -> None:
         found = sorted({(image.mode, image.size) for image in images})
         raise InvalidImageError(f"all frames of a {FORMAT} stack need one size and mode, got {found}")
     stack = arrays[0] if len(arrays) == 1 else np.stack([a if a.ndim == 3 else a[..., None] for a in arrays])
-    fp.write(api.compress(stack, model=options.get("model"), method=options.get("method", "bitswap"), device=options.get("device")))
+    metadata = metadata_of(images[0], options)
+    fp.write(api.compress(stack, model=options.get("model"), method=options.get("method", "auto"), device=options.get("device"), metadata=metadata))
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:

@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from . import api
 from .errors import BitSwapError, CorruptFileError, InvalidImageError, InvalidOptionError, TruncatedFileError
-from .fileformat import MAGIC, METHODS, MODE_BY_CHANNELS, MODES, PATCH
-from .images import from_array, to_array
+from .fileformat import AUTO, CODING_METHODS, MAGIC, MODE_BY_CHANNELS, MODES, PATCH
+from .images import from_array, metadata_of, save_options, to_array
 
 LOSSLESS_OUTPUTS = {
     "PNG": {},
@@ -83,17 +83,17 @@ def _compress(args: argparse.Namespace) -> None:
         raise InvalidImageError(f"{_name(args.input)} is already a .bsw file: use bitswap decompress")
     try:
         with Image.open(io.BytesIO(source)) as image:
-            array = to_array(image)
+            array, metadata = to_array(image), metadata_of(image)
     except UnidentifiedImageError:
         raise InvalidImageError(f"{_name(args.input)}: cannot identify an image format Pillow reads") from None
     mode = MODE_BY_CHANNELS[1 if array.ndim == 2 else array.shape[2]].name
     frames, (height, width) = 1, array.shape[:2]
     with _progress_bar(args, "compress", frames, height, width, mode) as bar:
-        data = api.compress(array, model=args.model, method=args.method, device=args.device, progress=bar.update)
+        data = api.compress(array, model=args.model, method=args.method, device=args.device, progress=bar.update, metadata=metadata)
     _write_output(args.output or _default_output(args.input, ".bsw"), data)
     if not args.quiet and (args.output or args.input) != "-":
         info = api.read_info(data)
-        print(f"{args.input}: {len(data)} bytes, {info.bits_per_subpixel:.3f} bits/subpixel", file=sys.stderr)
+        print(f"{args.input}: {len(data)} bytes, {info.bits_per_subpixel:.3f} bits/subpixel ({info.method})", file=sys.stderr)
 
 
 def _output_format(output: str, allow_lossy: bool) -> tuple[str, dict]:
@@ -117,10 +117,10 @@ def _decompress(args: argparse.Namespace) -> None:
     fmt, options = _output_format(output, args.allow_lossy)
     data = _read_input(args.input)
     info = api.read_info(data)
-    with _progress_bar(args, "decompress", info.frames, info.height, info.width, info.mode) as bar:
+    with _progress_bar(args, "decompress", info.frames, info.height, info.width, info.coded_mode) as bar:
         array = api.decompress(data, device=args.device, progress=bar.update)
     buffer = io.BytesIO()
-    from_array(array).save(buffer, format=fmt, **options)
+    from_array(array).save(buffer, format=fmt, **options, **save_options(info.metadata, fmt))
     _write_output(output, buffer.getvalue())
     if not args.quiet and output != "-":
         print(f"{_name(args.input)}: {info.width}x{info.height} {info.mode} -> {output} ({fmt})", file=sys.stderr)
@@ -133,8 +133,10 @@ def _info(args: argparse.Namespace) -> None:
         raise TruncatedFileError(f"truncated .bsw file: {len(data)} bytes, the header promises {info.size}")
     if len(data) > info.size:
         raise CorruptFileError(f"corrupt .bsw file: {len(data) - info.size} unexpected bytes after the payload")
-    models = ", ".join(f"{name} ({digest[:12]})" for name, digest in info.models)
-    print(f"{args.input}: {info.width}x{info.height} {info.mode}, method {info.method}, models {models}, "
+    models = ", ".join(f"{name} ({digest[:12]})" for name, digest in info.models) or "none"
+    coded = f" (coded as {info.coded_mode})" if info.coded_mode != info.mode else ""
+    metadata = f", metadata {', '.join(info.metadata)}" if info.metadata else ""
+    print(f"{args.input}: {info.width}x{info.height} {info.mode}{coded}, method {info.method}, models {models}{metadata}, "
           f"{info.size} bytes, {info.bits_per_subpixel:.3f} bits/subpixel")
 
 
@@ -153,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     compress = add("compress", "compress an image (PNG, JPEG, ... any Pillow can read) to .bsw", ".bsw")
     compress.add_argument("--model", default=None, help="model name (default: the bundled model for the image's channels)")
-    compress.add_argument("--method", default="bitswap", choices=METHODS, help="bits-back scheme (default: bitswap)")
+    compress.add_argument("--method", default=AUTO, choices=(AUTO, *CODING_METHODS),
+                          help="auto (default): the smallest of Bit-Swap and the classical methods; or force one")
     compress.set_defaults(run=_compress)
     decompress = add("decompress", "decompress a .bsw file (to PNG unless -o names another lossless format)", ".png")
     decompress.add_argument("--allow-lossy", action="store_true", help="let -o name a lossy format (JPEG, GIF, ...)")
@@ -181,6 +184,9 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP threads that spin between the coder's many small steps starve each other on a busy
+    # machine (10x slower on 2 loaded cores, benchmarks/bench_speed.py); set before torch loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args, args.rest = parser.parse_known_args(argv)
     if args.rest and args.run not in (_train, _bench):

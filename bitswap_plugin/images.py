@@ -1,11 +1,13 @@
-"""Pillow images <-> the uint8 arrays the codec takes, and folders of images; shared by the CLI, plugins, bench and training."""
+"""Pillow images <-> the uint8 arrays and metadata the codec takes, and folders of images; shared
+by the CLI, plugins, bench and training."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from .errors import InvalidImageError
 from .fileformat import MODE_BY_CHANNELS
@@ -39,3 +41,58 @@ def to_array(image: Image.Image) -> np.ndarray:
 def from_array(array: np.ndarray) -> Image.Image:
     """A Pillow image (mode L, LA, RGB or RGBA) from a decoded array."""
     return Image.fromarray(array, MODE_BY_CHANNELS[1 if array.ndim == 2 else array.shape[2]].name)
+
+
+_BINARY_METADATA = ("icc_profile", "exif", "xmp")
+"""Pillow ``info`` entries kept as they are."""
+TEXT_PREFIX = "text:"
+"""Metadata key prefix of a text chunk (PNG tEXt/iTXt/zTXt)."""
+
+
+def _as_bytes(value: object) -> bytes | None:
+    if isinstance(value, Image.Exif):
+        value = value.tobytes()
+    if isinstance(value, str):
+        value = value.encode()
+    return bytes(value) if isinstance(value, (bytes, bytearray)) and value else None
+
+
+def metadata_of(image: Image.Image, overrides: Mapping[str, object] | None = None) -> dict[str, bytes]:
+    """What a ``.bsw`` file keeps of ``image``: its ICC profile, EXIF, XMP, DPI and text chunks, each
+    replaced by ``overrides`` (a save call's options) where given there."""
+    info = {**image.info, **(overrides or {})}
+    metadata = {key: value for key in _BINARY_METADATA if (value := _as_bytes(info.get(key))) is not None}
+    dpi = info.get("dpi")
+    if isinstance(dpi, tuple) and len(dpi) == 2 and all(isinstance(v, (int, float)) for v in dpi):
+        metadata["dpi"] = f"{float(dpi[0])!r},{float(dpi[1])!r}".encode()
+    text = getattr(image, "text", None) if isinstance(image, PngImagePlugin.PngImageFile) else None
+    for key, value in (text or {}).items():
+        metadata[TEXT_PREFIX + key] = str(value).encode()
+    return metadata
+
+
+def info_of(metadata: Mapping[str, bytes]) -> dict[str, object]:
+    """Pillow ``info`` entries for stored ``metadata``: bytes for ICC, EXIF and XMP, a float pair
+    for DPI, a str for each text chunk."""
+    info: dict[str, object] = {key: metadata[key] for key in _BINARY_METADATA if key in metadata}
+    try:
+        info["dpi"] = tuple(float(v) for v in metadata["dpi"].decode().split(","))
+    except (KeyError, ValueError, UnicodeDecodeError):
+        info.pop("dpi", None)
+    for key, value in metadata.items():
+        if key.startswith(TEXT_PREFIX):
+            info[key[len(TEXT_PREFIX) :]] = value.decode("utf-8", "replace")
+    return info
+
+
+def save_options(metadata: Mapping[str, bytes], fmt: str) -> dict[str, object]:
+    """Pillow ``save`` options that write ``metadata`` into a ``fmt`` file (what the format holds)."""
+    info = info_of(metadata)
+    options = {key: info[key] for key in ("icc_profile", "exif", "xmp", "dpi") if key in info}
+    if fmt == "PNG":
+        chunks = PngImagePlugin.PngInfo()
+        for key, value in metadata.items():
+            if key.startswith(TEXT_PREFIX):
+                chunks.add_itxt(key[len(TEXT_PREFIX) :], value.decode("utf-8", "replace"))
+        options["pnginfo"] = chunks
+    return options

@@ -28,11 +28,11 @@ def png(tmp_path: Path, photo: np.ndarray) -> Path:
 
 
 def test_compress_decompress_info(png: Path, photo: np.ndarray):
-    done = bitswap("compress", str(png))
+    done = bitswap("compress", str(png), "--method", "bitswap")
     assert done.returncode == 0, done.stderr
     bsw_path = png.with_suffix(".bsw")
     assert bsw.read_info(bsw_path.read_bytes()).shape == photo.shape
-    assert b"bits/subpixel" in done.stderr
+    assert b"bits/subpixel (bitswap)" in done.stderr
 
     out = png.parent / "restored.png"
     done = bitswap("decompress", str(bsw_path), "-o", str(out))
@@ -42,6 +42,11 @@ def test_compress_decompress_info(png: Path, photo: np.ndarray):
     done = bitswap("info", str(bsw_path))
     assert done.returncode == 0
     assert b"96x64 RGB" in done.stdout and zoo.DEFAULT_MODELS[3].encode() in done.stdout
+
+    done = bitswap("compress", str(png), "-o", str(png.parent / "auto.bsw"))  # default: the smallest stream
+    assert done.returncode == 0 and bsw.read_info((png.parent / "auto.bsw").read_bytes()).size <= bsw_path.stat().st_size
+    done = bitswap("info", str(png.parent / "auto.bsw"))
+    assert b"method " in done.stdout and b"96x64 RGB" in done.stdout
 
 
 def test_pipes_and_options(png: Path, photo: np.ndarray):
