@@ -16,6 +16,12 @@
   images of ``--sizes``.
 * ``rss``: peak resident memory (``VmHWM``) of a fresh process compressing,
   and of another decompressing, ``--rss-sizes`` squared RGB images.
+* ``busy``: the ``bitswap`` command compressing (``--method bitswap``) and
+  decompressing the timing image as a user runs it, on the machine as it is and
+  with ``--busy`` extra processes spinning on the CPU, with the command's
+  default (idle threads sleep: ``OMP_WAIT_POLICY=PASSIVE``) and with
+  ``OMP_WAIT_POLICY=ACTIVE`` (OpenMP's spinning default before); every run must
+  write the same bytes.
 
 Test images are real photos: mosaics of the Kodak images (benchmark-only data). Each section is stored under its own key in
 benchmarks/results/speed.json (``--json``), so sections can run separately.
@@ -188,9 +194,46 @@ def _meta(args: argparse.Namespace) -> dict:
             "load_average": os.getloadavg(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "uncommitted": uncommitted, "model": args.model or zoo.DEFAULT_MODELS[3]}
 
 
+@contextmanager
+def _spinning(count: int) -> Iterator[None]:
+    """``count`` processes that keep a core busy each while the block runs."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def busy(image_path: Path, extra_load: int, runs: int) -> Iterator[dict]:
+    """Seconds of ``bitswap compress`` and ``decompress`` (fresh processes) by load and wait policy."""
+    with tempfile.TemporaryDirectory() as folder:
+        source, coded, restored = Path(folder) / "in.png", Path(folder) / "x.bsw", Path(folder) / "out.png"
+        Image.open(image_path).convert("RGB").save(source)
+        streams = set()
+        for load in (0, extra_load):
+            for policy in ("default", "ACTIVE"):
+                env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+                if policy != "default":
+                    env["OMP_WAIT_POLICY"] = policy
+                seconds: dict[str, list[float]] = {"compress": [], "decompress": []}
+                with _spinning(load):
+                    for _ in range(runs):
+                        for command, args in (("compress", [source, "-o", coded, "--method", "bitswap"]), ("decompress", [coded, "-o", restored])):
+                            start = time.perf_counter()
+                            subprocess.run([sys.executable, "-m", "bitswap_plugin.cli", command, *map(str, args), "-q"], env=env, check=True)
+                            seconds[command].append(time.perf_counter() - start)
+                        streams.add(coded.read_bytes())
+                assert np.array_equal(np.asarray(Image.open(restored)), np.asarray(Image.open(source)))
+                yield {"extra_busy_processes": load, "wait_policy": policy, "compress": _summary(seconds["compress"]),
+                       "decompress": _summary(seconds["decompress"]), "same_bytes": len(streams) == 1}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=["timing", "passes", "rss"], default=["timing", "passes", "rss"])
+    parser.add_argument("--only", nargs="+", choices=["timing", "passes", "rss", "busy"], default=["timing", "passes", "rss", "busy"])
+    parser.add_argument("--busy", type=int, default=2, help="spinning processes added for the busy section (default: 2)")
     parser.add_argument("--model", default=None, help="model for the RGB images (default: the shipped default)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--image", type=Path, default=KODAK / "kodim05.png", help="the timing image")
@@ -217,6 +260,8 @@ def main() -> None:
         rows = []
         if section == "passes":
             source = passes(sorted(KODAK.glob("*.png")), args.sizes, args.model)
+        elif section == "busy":
+            source = busy(args.image, args.busy, args.runs)
         else:
             source = (rss(side, args.model, args.threads) for side in args.rss_sizes)
         for row in source:  # stored row by row: a long run keeps what it measured
@@ -228,6 +273,11 @@ def main() -> None:
             for r in rows:
                 print(f"| {r['side']} | {r['patches']} | {r['log2_patches']:.0f} | {r['groups']} | {r['encode_passes']} "
                       f"| {r['decode_passes']} | {r['encode_calls']} |")
+        if section == "busy":
+            print("\n| extra busy processes | wait policy | compress s (best / median) | decompress s (best / median) | same bytes |\n|---|---|---|---|---|")
+            for r in rows:
+                print(f"| {r['extra_busy_processes']} | {r['wait_policy']} | {r['compress']['best_s']:.2f} / {r['compress']['median_s']:.2f} "
+                      f"| {r['decompress']['best_s']:.2f} / {r['decompress']['median_s']:.2f} | {r['same_bytes']} |")
 
 if __name__ == "__main__":
     main()

@@ -4,8 +4,10 @@
 
 Without IMAGE, compresses the bundled sample photo. Any format Pillow reads
 works (PNG, JPEG, ...): the image is first decoded to pixels, and those pixels
-are what every codec below stores losslessly. Nothing is cropped. The .bsw file
-goes to ``out/`` in the current folder (created) unless ``-o`` names another path.
+are what every codec below stores losslessly. Nothing is cropped. The .bsw file,
+coded by the learned coder (``--method``), goes to ``out/`` in the current folder
+(created) unless ``-o`` names another path; the table also shows what
+``compress`` writes by default (``method="auto"``, never worse than WebP or raw).
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def main() -> None:
     output.write_bytes(data)
 
     subpixels = array.size
-    rows = {f"Bit-Swap ({args.method})": len(data), **classical_sizes(array)}
+    auto = bsw.compress(array)  # what compress writes by default: the smallest of Bit-Swap, WebP and raw
+    rows = {f"Bit-Swap ({args.method})": len(data), f".bsw default (auto: {bsw.read_info(auto).method})": len(auto), **classical_sizes(array)}
     print(f"{args.image}: {array.shape[1]}x{array.shape[0]}, {subpixels} subpixels, raw {subpixels} bytes")
     width = max(map(len, rows)) + 2
     print(f"{'codec':<{width}}{'bytes':>10}{'ratio':>8}{'bits/subpixel':>15}")

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .. import api, zoo
-from ..fileformat import METHODS, MODE_BY_CHANNELS
+from ..fileformat import AUTO, METHODS, MODE_BY_CHANNELS
 from ..images import from_array
 
 Encoder = Callable[[np.ndarray], bytes]
@@ -98,7 +98,12 @@ def classical_codecs() -> list[Codec]:
     return codecs
 
 
-def bitswap_codecs(models: list[str] | None = None, methods: tuple[str, ...] = METHODS, device: str | None = None) -> list[Codec]:
+BENCH_METHODS = (AUTO, *METHODS)
+"""What ``bitswap bench`` runs per model: the file ``compress`` writes, and each bits-back scheme
+forced, so a classical fallback never hides what the model itself does."""
+
+
+def bitswap_codecs(models: list[str] | None = None, methods: tuple[str, ...] = BENCH_METHODS, device: str | None = None) -> list[Codec]:
     """Bit-Swap with each model (default: every installed one) and each method."""
     codecs = []
     for model in models or sorted(zoo.available_models()):
@@ -114,7 +119,7 @@ def bitswap_codecs(models: list[str] | None = None, methods: tuple[str, ...] = M
     return codecs
 
 
-def all_codecs(models: list[str] | None = None, methods: tuple[str, ...] = METHODS, device: str | None = None) -> list[Codec]:
+def all_codecs(models: list[str] | None = None, methods: tuple[str, ...] = BENCH_METHODS, device: str | None = None) -> list[Codec]:
     return bitswap_codecs(models, methods, device) + classical_codecs()
 
 

@@ -22,7 +22,6 @@ import torch
 
 from .. import zoo
 from ..errors import InvalidOptionError
-from ..fileformat import METHODS
 from . import codecs, experiments, measure
 
 DEFAULT_IMAGES = Path("../shared/datasets/kodak")
@@ -156,7 +155,8 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help=f"folder of images (default: {DEFAULT_IMAGES})")
         cmd.add_argument("--limit", type=int, default=None, help="only the first N images")
-        cmd.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+        cmd.add_argument("--methods", nargs="+", default=list(codecs.BENCH_METHODS), choices=codecs.BENCH_METHODS,
+                         help="auto: the file compress writes; bitswap, bbans: the learned coder forced (default: all)")
         cmd.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for JSON and plots")
         cmd.add_argument("--markdown", type=Path, default=None, help="Markdown file whose section to replace")
         cmd.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..fileformat import METHODS
+from ..fileformat import AUTO, METHODS
 from ..images import IMAGE_SUFFIXES, images_in, to_array
 from .codecs import Codec
 
@@ -207,7 +207,7 @@ def plot(summaries: Sequence[Summary], folder: Path, title: str) -> list[Path]:
     if plt is None:
         return []
     ordered = sorted(summaries, key=lambda s: s.bits_per_subpixel, reverse=True)
-    colour = ["tab:red" if s.name.endswith(METHODS) else "tab:blue" for s in ordered]
+    colour = ["tab:red" if s.name.endswith((AUTO, *METHODS)) else "tab:blue" for s in ordered]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(ordered) + 1.2))
     ax.barh([s.name for s in ordered], [s.bits_per_subpixel for s in ordered], color=colour)
     for y, s in enumerate(ordered):
