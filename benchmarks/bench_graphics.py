@@ -57,7 +57,7 @@ def main() -> None:
         for codec in baselines:
             if codec.codes(array):
                 row[codec.name] = measure(codec, name, array).bytes
-        row["auto_over_best"] = row["auto"] / min(row["png"], row["webp"])
+        row["auto_over_best"] = row["auto"] / min(row[name] for name in ("png", "webp") if name in row)
         rows.append(row)
         print(json.dumps(row), flush=True)
 
@@ -70,7 +70,7 @@ def main() -> None:
         print(f"| {row['image']} | {size} | {row['auto']:,} | {row['auto_method']} | {row['bitswap']:,} | {cells} | {row['auto_over_best']:.3f} |")
     worst = max(rows, key=lambda r: r["auto_over_best"])
     print(f"\nworst auto / best: {worst['auto_over_best']:.3f} ({worst['image']}); "
-          f"total auto {sum(r['auto'] for r in rows):,} B, PNG {sum(r['png'] for r in rows):,} B, WebP {sum(r['webp'] for r in rows):,} B")
+          + ", ".join(f"total {name} {sum(r.get(name, 0) for r in rows):,} B" for name in ("auto", "png", "webp")))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"meta": run_metadata(), "images": rows}, indent=2) + "\n")
 

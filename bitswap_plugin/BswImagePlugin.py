@@ -26,7 +26,7 @@ from PIL import Image, ImageFile, ImageSequence, UnidentifiedImageError
 from . import api
 from .errors import BitSwapError, InvalidImageError, TruncatedFileError
 from .fileformat import MAGIC, MODES
-from .images import info_of, metadata_of, to_array
+from .images import info_of, metadata_of, text_of, to_array
 
 FORMAT = "BSW"
 MIME = "image/x-bsw"
@@ -34,7 +34,7 @@ _FIRST_READ = 512
 """Bytes read first to parse the header (a header is rarely longer)."""
 _MAX_HEADER = 1 << 22
 """Most header bytes read: a header holds two varints per patch group, and the pixel limit
-(2**28 pixels padded to 32x32 patches) allows 2**18 groups."""
+(2**28 pixels padded to 32x32 patches) allows 2**18 groups, besides at most 1 MiB of metadata."""
 
 
 def _accept(prefix: bytes) -> bool:
@@ -111,6 +111,7 @@ class BswImageFile(ImageFile.ImageFile):
         self.n_frames = info.frames
         self.is_animated = info.frames > 1
         self.info.update(info_of(info.metadata), method=info.method, models=info.models)
+        self._text = text_of(info.metadata)
         if info.frames > 1:
             # the whole stack is decoded at once: check it like one image of all its pixels
             Image._decompression_bomb_check((info.width, info.height * info.frames))
@@ -118,6 +119,11 @@ class BswImageFile(ImageFile.ImageFile):
         self._fp = self.fp  # Pillow drops fp after each load; another frame needs it back
         self._frame = 0
         self._set_tile()
+
+    @property
+    def text(self) -> dict[str, str]:
+        """The stored text chunks (as PngImageFile.text), kept when the image is saved again."""
+        return dict(self._text)
 
     @property
     def device(self) -> str | None:

@@ -196,7 +196,10 @@ def _check_metadata(metadata: Mapping[str, bytes] | None) -> dict[str, bytes]:
         return {}
     if not isinstance(metadata, Mapping) or not all(isinstance(k, str) and isinstance(v, (bytes, bytearray)) for k, v in metadata.items()):
         raise InvalidOptionError("metadata must map str names to bytes (e.g. {'icc_profile': b'...'})")
-    size = sum(len(key.encode()) + len(value) for key, value in metadata.items())
+    try:
+        size = sum(len(key.encode()) + len(value) for key, value in metadata.items())
+    except UnicodeEncodeError:
+        raise InvalidOptionError("metadata names must be valid Unicode text (no lone surrogates)") from None
     if size > MAX_METADATA_BYTES:
         raise InvalidOptionError(f"{size} bytes of metadata exceed the limit of {MAX_METADATA_BYTES}")
     return {key: bytes(value) for key, value in metadata.items()}
@@ -206,21 +209,23 @@ def _drop_redundant_planes(stack: np.ndarray, mode: str, grey_allowed: bool = Tr
     """(the channels worth coding, whether R = G = B everywhere (looked for if ``grey_allowed``),
     the alpha value if alpha is constant)."""
     colour = MODES[mode].planes[0].channels
+    has_alpha = len(MODES[mode].planes) == 2
     grey = grey_allowed and colour == 3 and bool((stack[..., 0] == stack[..., 1]).all() and (stack[..., 0] == stack[..., 2]).all())
-    alpha = None
-    if len(MODES[mode].planes) == 2 and (stack[..., -1] == stack[0, 0, 0, -1]).all():
-        alpha = int(stack[0, 0, 0, -1])
-    channels = [*([0] if grey else range(colour)), *([] if alpha is not None or colour == stack.shape[3] else [colour])]
+    alpha = int(stack[0, 0, 0, -1]) if has_alpha and (stack[..., -1] == stack[0, 0, 0, -1]).all() else None
+    channels = [0] if grey else list(range(colour))
+    if has_alpha and alpha is None:
+        channels.append(colour)
     coded = stack if len(channels) == stack.shape[3] else np.ascontiguousarray(stack[..., channels])
     return coded, grey, alpha
 
 
-def _learned_may_win(coded: np.ndarray, mode: str, names: list[str], device: torch.device, classical_bytes: int) -> bool:
+def _learned_may_win(coded: np.ndarray, mode: str, names: list[str], classical_bytes: int) -> bool:
     """Whether the learned coder may beat ``classical_bytes``: always for small images, else when
-    the -ELBO of an evenly spaced sample of patches, scaled to the image, is not far above it."""
+    the -ELBO of an evenly spaced sample of patches, scaled to the image, is not far above it.
+    Estimated on the CPU whatever the coding device, so every device makes the same choice."""
     import torch
 
-    planes = _planes(coded, mode, names, device)
+    planes = _planes(coded, mode, names, resolve_device("cpu"))
     total = sum(len(plane.grid) for plane in planes)
     if total <= _ESTIMATE_FROM_PATCHES:
         return True
@@ -262,21 +267,13 @@ def compress(
     ``icc_profile``, ``exif``, ``dpi``) is stored, checksummed, in the header
     and returned by :func:`read_info`.
     """
-    from . import classical
-
     check_method(method)
     stack, mode, is_stack, channel_axis = _as_stack(array)
     frames, height, width = stack.shape[:3]
     _check_pixels(frames, height, width, max_pixels)
     stored_metadata = _check_metadata(metadata)
-    if method in FALLBACKS and not classical.available(method, height, width):
-        raise InvalidOptionError(f"method {method!r} cannot code {height}x{width} images here; use 'auto' or 'raw'")
-    device = resolve_device(device)
-    coded, grey, alpha = _drop_redundant_planes(stack, mode, grey_allowed=model is None or _model_channels(model) == 1)
-    plane_mode = coded_mode(mode, grey, alpha is not None).name
-    names = _choose_models(plane_mode, model)
-    if pins is not None:
-        _check_pins(list(dict.fromkeys(names)), pins)
+    classical_only = method in FALLBACKS
+    coded, grey, alpha = _drop_redundant_planes(stack, mode, grey_allowed=classical_only or model is None or _model_channels(model) == 1)
     header = container.Header(
         height=height,
         width=width,
@@ -292,26 +289,38 @@ def compress(
         alpha=alpha,
         metadata=stored_metadata,
     )
+    if classical_only:
+        stream = _classical_stream(header, coded, method, "best")
+        if stream is None:
+            raise InvalidOptionError(f"method {method!r} cannot code {height}x{width} images here; use 'auto' or 'raw'")
+        return stream
+    device = resolve_device(device)
+    plane_mode = coded_mode(mode, grey, alpha is not None).name
+    names = _choose_models(plane_mode, model)
+    if pins is not None:
+        _check_pins(list(dict.fromkeys(names)), pins)
     if method in METHODS:
         return _learned_stream(header, coded, plane_mode, names, device, progress)
-    if method in FALLBACKS:
-        return _classical_stream(header, coded, method, "best")
-    streams = [_classical_stream(header, coded, "raw")]
-    fallback = next((m for m in ("webp", "png") if classical.available(m, height, width)), None)
-    if fallback:
-        streams.append(_classical_stream(header, coded, fallback))
-    best = min(streams, key=len)
-    if fallback == "webp" and 8 * len(streams[-1]) <= _GRAPHICS_BITS * coded.size:
-        best = min(best, _classical_stream(header, coded, "webp", "best"), key=len)
-    if _learned_may_win(coded, plane_mode, names, device, len(best)):
+    webp = _classical_stream(header, coded, "webp")
+    best = min(filter(None, [_classical_stream(header, coded, "raw"), webp or _classical_stream(header, coded, "png")]), key=len)
+    if webp is not None and 8 * len(webp) <= _GRAPHICS_BITS * coded.size:
+        best = min(filter(None, [best, _classical_stream(header, coded, "webp", "best")]), key=len)
+    if _learned_may_win(coded, plane_mode, names, len(best)):
         best = min(best, _learned_stream(header, coded, plane_mode, names, device, progress), key=len)
     return best
 
 
-def _classical_stream(header: container.Header, coded: np.ndarray, method: str, effort: str = "fast") -> bytes:
+def _classical_stream(header: container.Header, coded: np.ndarray, method: str, effort: str = "fast") -> bytes | None:
+    """The stream coding ``coded`` with a classical method, or None where this install cannot (a
+    WebP side over 16383, no WebP in Pillow) or the result would not decode to the same pixels."""
     from . import classical
 
-    return container.pack(dataclasses.replace(header, plan=StreamPlan(method)), classical.encode(coded, method, effort))
+    if not classical.available(method, *coded.shape[1:3]):
+        return None
+    payload = classical.encode(coded, method, effort)
+    if method != "raw" and not np.array_equal(classical.decode(payload, method, coded.shape), coded):
+        return None  # a library's quirk must never cost pixels: checking costs a fast decode
+    return container.pack(dataclasses.replace(header, plan=StreamPlan(method)), payload)
 
 
 def _learned_stream(
@@ -397,11 +406,10 @@ def decompress(
     header, head, tail = container.unpack(data)
     frames, height, width = header.frames, header.height, header.width
     _check_pixels(frames, height, width, max_pixels)
-    device = resolve_device(device)
     coded_shape = (frames, height, width, header.coded_mode.channels)
     if header.learned:
-        coded = _decode_learned(header, head, tail, device, batch_size, progress)
-    else:
+        coded = _decode_learned(header, head, tail, resolve_device(device), batch_size, progress)
+    else:  # no model, no torch: Pillow decodes it
         from . import classical
 
         coded = classical.decode(head, header.plan.method, coded_shape)
@@ -464,7 +472,8 @@ def message_bits(array: object, *, model: str | None = None, method: str = "bits
     :func:`compress`'s choices (how a chain starts, Bit-Swap's start-up cost, needs it)."""
     from .coders import encode_planes
 
-    check_method(method)
+    if method not in METHODS:
+        raise InvalidOptionError(f"message_bits measures a bits-back method ({', '.join(METHODS)}), not {method!r}")
     stack, mode, *_ = _as_stack(array)
     device = resolve_device("cpu")
     _, coder = encode_planes(_planes(stack, mode, _choose_models(mode, model), device), method, device)

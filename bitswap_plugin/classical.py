@@ -10,13 +10,12 @@ reader can inspect it. The pixels are an (N, H, W, C) uint8 stack of 1 to 4 chan
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 from PIL import Image, features
 
 from .container import read_varint, varint
-from .errors import CorruptFileError, UnsupportedFormatError
+from .errors import CorruptFileError, ImageTooLargeError, TruncatedFileError, UnsupportedFormatError
 from .fileformat import MODE_BY_CHANNELS
 
 WEBP_MAX_SIDE = 16383
@@ -72,29 +71,33 @@ def _open_frame(data: bytes, method: str, height: int, width: int) -> Image.Imag
     if method == "webp" and not features.check("webp"):
         raise UnsupportedFormatError("this .bsw file is coded with WebP, which this Pillow was built without")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[_PILLOW_FORMAT[method]])
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        image = Image.open(io.BytesIO(data), formats=[_PILLOW_FORMAT[method]])
+    except Image.DecompressionBombError as exc:  # Image.MAX_IMAGE_PIXELS, lowered by the caller
+        raise ImageTooLargeError(f"a {method.upper()} frame exceeds Pillow's pixel limit: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise CorruptFileError(f"corrupt .bsw file: a {method.upper()} frame does not decode ({exc})") from None
     if image.size != (width, height):
         raise CorruptFileError(f"corrupt .bsw file: a {method.upper()} frame is {image.size[0]}x{image.size[1]}, not {width}x{height}")
     return image
 
 
-def _pixels(image: Image.Image, method: str, channels: int) -> np.ndarray:
-    """An opened frame's pixels as (H, W, C) uint8."""
+_WEBP_MODES = {"RGB": "RGB", "RGBA": "RGBA", "L": "RGB", "LA": "RGBA"}
+"""The mode a WebP frame of each coded mode decodes to (grey is stored as RGB)."""
+
+
+def _pixels(image: Image.Image, method: str, mode: str) -> np.ndarray:
+    """An opened frame's pixels as (H, W, C) uint8 in the coded ``mode``."""
+    expected = _WEBP_MODES[mode] if method == "webp" else mode
+    if method == "webp" and expected == "RGBA" and image.mode == "RGB":
+        image = image.convert("RGBA")  # libwebp leaves out an alpha that is 255 everywhere
+    if image.mode != expected:
+        raise CorruptFileError(f"corrupt .bsw file: a {method.upper()} frame has mode {image.mode}, not {expected}")
     try:
         pixels = np.asarray(image)
     except (OSError, SyntaxError, ValueError) as exc:
         raise CorruptFileError(f"corrupt .bsw file: a {method.upper()} frame does not decode ({exc})") from None
-    if pixels.ndim == 2:
-        pixels = pixels[..., None]
-    if channels <= 2 and pixels.ndim == 3 and pixels.shape[2] >= 3:  # grey stored as RGB(A) in WebP
-        pixels = pixels[..., [0, 3][:channels]]
-    if pixels.dtype != np.uint8 or pixels.shape != (image.height, image.width, channels):
-        raise CorruptFileError(f"corrupt .bsw file: a {method.upper()} frame has mode {image.mode}, not {channels} channels of 8 bits")
-    return pixels
+    pixels = pixels.reshape(image.height, image.width, -1)
+    return pixels[..., [0, 3][: len(mode)]] if expected != mode else pixels
 
 
 def decode(payload: bytes, method: str, shape: tuple[int, int, int, int]) -> np.ndarray:
@@ -106,7 +109,10 @@ def decode(payload: bytes, method: str, shape: tuple[int, int, int, int]) -> np.
         return np.frombuffer(payload, np.uint8).reshape(shape).copy()
     images, offset = [], 0
     for frame in range(frames):  # every frame's size checked before any pixels are allocated
-        length, offset = read_varint(payload, offset)
+        try:
+            length, offset = read_varint(payload, offset)
+        except TruncatedFileError:
+            raise CorruptFileError(f"corrupt .bsw file: frame {frame} runs past the end of the payload") from None
         if offset + length > len(payload):
             raise CorruptFileError(f"corrupt .bsw file: frame {frame} runs past the end of the payload")
         images.append(_open_frame(payload[offset : offset + length], method, height, width))
@@ -115,5 +121,5 @@ def decode(payload: bytes, method: str, shape: tuple[int, int, int, int]) -> np.
         raise CorruptFileError("corrupt .bsw file: unexpected bytes after the last frame")
     stack = np.empty(shape, np.uint8)
     for frame, image in enumerate(images):
-        stack[frame] = _pixels(image, method, channels)
+        stack[frame] = _pixels(image, method, MODE_BY_CHANNELS[channels].name)
     return stack

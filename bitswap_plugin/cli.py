@@ -119,8 +119,13 @@ def _decompress(args: argparse.Namespace) -> None:
     info = api.read_info(data)
     with _progress_bar(args, "decompress", info.frames, info.height, info.width, info.coded_mode) as bar:
         array = api.decompress(data, device=args.device, progress=bar.update)
-    buffer = io.BytesIO()
-    from_array(array).save(buffer, format=fmt, **options, **save_options(info.metadata, fmt))
+    image, buffer = from_array(array), io.BytesIO()
+    try:
+        image.save(buffer, format=fmt, **options, **save_options(info.metadata, fmt))
+    except (ValueError, TypeError, OverflowError, SyntaxError, OSError) as exc:  # metadata the writer refuses
+        print(f"bitswap: warning: {_name(args.input)}: metadata not written to {output} ({exc})", file=sys.stderr)
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **options)
     _write_output(output, buffer.getvalue())
     if not args.quiet and output != "-":
         print(f"{_name(args.input)}: {info.width}x{info.height} {info.mode} -> {output} ({fmt})", file=sys.stderr)
@@ -135,7 +140,7 @@ def _info(args: argparse.Namespace) -> None:
         raise CorruptFileError(f"corrupt .bsw file: {len(data) - info.size} unexpected bytes after the payload")
     models = ", ".join(f"{name} ({digest[:12]})" for name, digest in info.models) or "none"
     coded = f" (coded as {info.coded_mode})" if info.coded_mode != info.mode else ""
-    metadata = f", metadata {', '.join(info.metadata)}" if info.metadata else ""
+    metadata = f", metadata {', '.join(ascii(key)[1:-1] for key in info.metadata)}" if info.metadata else ""
     print(f"{args.input}: {info.width}x{info.height} {info.mode}{coded}, method {info.method}, models {models}{metadata}, "
           f"{info.size} bytes, {info.bits_per_subpixel:.3f} bits/subpixel")
 

@@ -231,7 +231,10 @@ def _read_metadata(reader: _Reader) -> dict[str, bytes]:
         key_length = reader.varint()
         if key_length > budget:
             raise CorruptFileError(f"corrupt .bsw file: more than {MAX_METADATA_BYTES} bytes of metadata")
-        key = reader.take(key_length).decode("utf-8", "replace")
+        try:
+            key = reader.take(key_length).decode()
+        except UnicodeDecodeError:
+            raise CorruptFileError("corrupt .bsw file: a metadata name is not UTF-8") from None
         value_length = reader.varint()
         budget -= key_length + value_length
         if budget < 0:

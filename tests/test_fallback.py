@@ -54,8 +54,21 @@ def images(draw) -> np.ndarray:
     return np.asarray(values, np.uint8)[rng.integers(0, len(values), shape)]
 
 
+@st.composite
+def stacks(draw) -> np.ndarray:
+    """(N, H, W, 2 or 4) stacks whose frames are each opaque or not: libwebp drops an all-255 alpha."""
+    frames, height, width = draw(st.integers(2, 3)), draw(st.integers(1, 24)), draw(st.integers(1, 24))
+    channels = draw(st.sampled_from([2, 4]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    stack = rng.integers(0, draw(st.sampled_from([2, 256])), (frames, height, width, channels), dtype=np.uint8)
+    for frame in range(frames):
+        if draw(st.booleans()):
+            stack[frame, ..., -1] = 255
+    return stack
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(images())
+@given(st.one_of(images(), stacks()))
 def test_never_larger_than_raw_or_fallback(array: np.ndarray) -> None:
     data = _roundtrip(array)
     assert len(data) <= array.nbytes + HEADER_ALLOWANCE
@@ -199,3 +212,18 @@ def test_a_palette_gif_through_the_cli(tmp_path) -> None:
     assert len(data) < 0.6 * buffer.tell() and len(data) < pixels.nbytes
     assert main(["decompress", str(tmp_path / "palette.bsw"), "-o", str(tmp_path / "back.png"), "-q"]) == 0
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "back.png")), pixels)
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_stack_with_an_opaque_frame_round_trips(channels: int) -> None:
+    """libwebp leaves out a frame's alpha that is 255 everywhere; the decoder fills it back in."""
+    stack = np.full((2, 48, 48, channels), 255, np.uint8)
+    stack[..., :-1] = np.random.default_rng(4).integers(0, 4, (2, 48, 48, channels - 1))
+    stack[1, 10:20, 10:20, -1] = 0
+    for method in ("auto", "webp", "png"):
+        _roundtrip(stack, method=method)
+
+
+def test_message_bits_measures_bits_back_methods_only() -> None:
+    with pytest.raises(InvalidOptionError, match="measures a bits-back method"):
+        bsw.api.message_bits(np.zeros((8, 8), np.uint8), method="auto")

@@ -113,3 +113,47 @@ def test_cli_sleeps_idle_threads_unless_told_otherwise(tmp_path: Path) -> None:
         done = subprocess.run([sys.executable, "-c", script, "compress", str(tmp_path / "p.png"), "-q"],
                               env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=120)
         assert done.stdout.strip() == expected, done.stderr
+
+
+def test_hostile_metadata_cannot_break_decompress(tmp_path: Path) -> None:
+    metadata = {"dpi": b"nan,nan", "text:dpi": b"oops", "text:exif": b"not exif", "icc_profile": ICC}
+    (tmp_path / "h.bsw").write_bytes(bsw.compress(PIXELS, method="raw", metadata=metadata))
+    for suffix in (".png", ".tif", ".webp"):
+        assert cli_main(["decompress", str(tmp_path / "h.bsw"), "-o", str(tmp_path / f"h{suffix}"), "-q"]) == 0
+        with Image.open(tmp_path / f"h{suffix}") as image:
+            np.testing.assert_array_equal(np.asarray(image), PIXELS)
+            assert image.info["icc_profile"] == ICC
+            assert not isinstance(image.info.get("exif"), bytes)  # a text chunk named exif stays text (PNG) or is left out
+    with Image.open(tmp_path / "h.bsw") as image:
+        assert "dpi" not in image.info and image.info["icc_profile"] == ICC
+    (tmp_path / "x.bsw").write_bytes(bsw.compress(PIXELS, method="raw", metadata={"exif": b"garbage"}))
+    assert cli_main(["decompress", str(tmp_path / "x.bsw"), "-o", str(tmp_path / "x.tif"), "-q"]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "x.tif")), PIXELS)
+
+
+def test_metadata_names_must_be_text() -> None:
+    with pytest.raises(InvalidOptionError, match="valid Unicode"):
+        bsw.compress(PIXELS, metadata={"\ud800": b"1"})
+
+
+def test_oversized_text_is_dropped_with_a_warning_not_the_image(tmp_path: Path) -> None:
+    text = PngImagePlugin.PngInfo()
+    text.add_text("workflow", "x" * 700_000)
+    text.add_text("prompt", "y" * 600_000)
+    Image.fromarray(PIXELS).save(tmp_path / "big.png", pnginfo=text, icc_profile=ICC)
+    with pytest.warns(UserWarning, match="'text:workflow' .* dropped"):
+        assert cli_main(["compress", str(tmp_path / "big.png"), "-q"]) == 0
+    kept = bsw.read_info((tmp_path / "big.bsw").read_bytes()).metadata
+    assert kept["icc_profile"] == ICC and "text:prompt" in kept and "text:workflow" not in kept
+
+
+def test_tiff_resolution_and_bsw_text_survive(tmp_path: Path, png_with_metadata: Path) -> None:
+    Image.fromarray(PIXELS).save(tmp_path / "r.tif", dpi=(300, 300))
+    assert cli_main(["compress", str(tmp_path / "r.tif"), "-q"]) == 0
+    assert bsw.read_info((tmp_path / "r.bsw").read_bytes()).metadata["dpi"] == b"300.0,300.0"
+    with Image.open(png_with_metadata) as image:
+        image.save(tmp_path / "a.bsw")
+    with Image.open(tmp_path / "a.bsw") as image:  # a .bsw saved again keeps its text
+        image.save(tmp_path / "b.bsw")
+    with Image.open(tmp_path / "b.bsw") as image:
+        _check_info(image.info)
