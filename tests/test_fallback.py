@@ -227,3 +227,19 @@ def test_stack_with_an_opaque_frame_round_trips(channels: int) -> None:
 def test_message_bits_measures_bits_back_methods_only() -> None:
     with pytest.raises(InvalidOptionError, match="measures a bits-back method"):
         bsw.api.message_bits(np.zeros((8, 8), np.uint8), method="auto")
+
+
+def test_classical_files_never_load_torch(tmp_path) -> None:
+    """Writing and reading a classical stream needs Pillow only (no model, no torch)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np, bitswap_plugin as bsw\n"
+        "a = np.zeros((40, 30, 3), np.uint8); a[::3] = 200\n"
+        "data = bsw.compress(a, method='webp')\n"
+        "assert (bsw.decompress(data) == a).all() and bsw.read_info(data).method == 'webp'\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
