@@ -107,6 +107,13 @@ def resolve_device(device: torch.device | str | None, *, require: bool = True) -
     return resolved
 
 
+def _check_device(device: torch.device | str | None) -> None:
+    """Refuse a bad device even where no work runs on it (a classical stream), so a call never
+    succeeds or fails by the method the encoder chose; the default (none named) needs no torch."""
+    if device is not None or os.environ.get(DEVICE_VARIABLE):
+        resolve_device(device)
+
+
 def _check_pixels(frames: int, height: int, width: int, max_pixels: int | None) -> None:
     """Refuse more than ``max_pixels`` (default MAX_IMAGE_PIXELS), counting frames padded to
     whole patches: a stack of tiny frames costs the coder a patch each."""
@@ -290,6 +297,7 @@ def compress(
         metadata=stored_metadata,
     )
     if classical_only:
+        _check_device(device)
         stream = _classical_stream(header, coded, method, "best")
         if stream is None:
             raise InvalidOptionError(f"method {method!r} cannot code {height}x{width} images here; use 'auto' or 'raw'")
@@ -409,9 +417,10 @@ def decompress(
     coded_shape = (frames, height, width, header.coded_mode.channels)
     if header.learned:
         coded = _decode_learned(header, head, tail, resolve_device(device), batch_size, progress)
-    else:  # no model, no torch: Pillow decodes it
+    else:  # no model: Pillow decodes it
         from . import classical
 
+        _check_device(device)
         coded = classical.decode(head, header.plan.method, coded_shape)
     result = _restore_planes(coded, header)
     if zlib.crc32(result) != header.pixel_crc:
