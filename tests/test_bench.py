@@ -83,6 +83,20 @@ def test_bench_writes_its_table_without_being_asked(tmp_path: Path):
     assert "| png |" in table and "| gzip |" in table
 
 
+def test_bench_keeps_earlier_results_for_the_same_images(tmp_path: Path):
+    """--keep tables codecs an earlier run measured on the same images; other image sets are left out."""
+    Image.fromarray(np.arange(48 * 40 * 3, dtype=np.uint8).reshape(48, 40, 3)).save(tmp_path / "a.png")
+    out = str(tmp_path / "out")
+    assert cli.main(["bench", "codecs", "--images", str(tmp_path), "--out", out, "--codecs", "png", "gzip"]) == 0
+    assert cli.main(["bench", "codecs", "--images", str(tmp_path), "--out", out, "--codecs", "bzip2", "--keep"]) == 0
+    table = (tmp_path / "out" / "codecs.md").read_text()
+    assert "| png |" in table and "| gzip |" in table and "| bzip2 |" in table and "earlier runs on the same images (`--keep`): gzip, png" in table
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "b.png")  # now another image set
+    assert cli.main(["bench", "codecs", "--images", str(tmp_path), "--out", out, "--codecs", "lzma", "--keep"]) == 0
+    table = (tmp_path / "out" / "codecs.md").read_text()
+    assert "| lzma |" in table and "| png |" not in table
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--codecs", "nosuchcodec"], "unknown codec 'nosuchcodec': choose from"),
     (["--codecs", "bitswap-rgb", "png", "--gray"], "bitswap-rgb-bitswap, bitswap-rgb-bbans cannot code grey (--gray) images"),

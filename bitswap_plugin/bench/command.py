@@ -82,12 +82,15 @@ def _codecs(args: argparse.Namespace) -> None:
     by_name = {codec.name: codec for codec in chosen}
     for name, rows in results.items():
         measure.write_json(by_name[name], rows, folder, args.meta)
-    summaries = [measure.Summary.of(name, rows) for name, rows in results.items()]
+    kept = measure.read_results(folder, {p.name for p in paths}, exclude=set(results)) if args.keep else {}
+    summaries = [measure.Summary.of(name, rows) for name, rows in {**results, **kept}.items()]
     title = f"{args.images.name} ({len(paths)} images{', grey' if args.gray else ''})"
     plots = measure.plot(summaries, folder, title)
     body = (f"{len(paths)} images of `{args.images.name}`{' converted to grey' if args.gray else ''}; every output decoded "
             "and checked equal to the input. Times are medians per image; peak MB is the most resident memory "
-            "a codec added while coding one image.\n\n" + measure.markdown_table(summaries)
+            "a codec added while coding one image."
+            + (f" Kept from earlier runs on the same images (`--keep`): {', '.join(sorted(kept))}." if kept else "")
+            + "\n\n" + measure.markdown_table(summaries)
             + "".join(_link(p, args.markdown, p.stem) for p in plots))
     _publish(args, "codecs-gray" if args.gray else "codecs", f"### Codecs on {title}", body)
 
@@ -174,6 +177,8 @@ def build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         commands[name].add_argument("--models", nargs="+", default=None, help="Bit-Swap models (default: all installed)")
         commands[name].add_argument("--gray", action="store_true", help="code the images converted to grey")
         commands[name].add_argument("--device", default=None, help="device for Bit-Swap (cpu, cuda, auto)")
+        commands[name].add_argument("--keep", action="store_true",
+                                    help="also table the codecs whose results an earlier run left in --out for the same images")
     for name in ("blocks", "startup", "sizes", "all"):
         commands[name].add_argument("--model", default=zoo.DEFAULT_MODELS[3], help="Bit-Swap model (default: %(default)s)")
     for name in ("startup", "all"):

@@ -176,6 +176,21 @@ def write_json(codec: Codec, rows: Sequence[Measurement], folder: Path, meta: di
     return path
 
 
+def read_results(folder: Path, images: set[str], exclude: set[str]) -> dict[str, list[Measurement]]:
+    """The per-image rows of every codec JSON in ``folder`` (by :func:`write_json`) that covers exactly
+    ``images``, but for the codecs in ``exclude``: results of slow codecs reused, not re-measured."""
+    kept = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            document = json.loads(path.read_text())
+            rows = [Measurement(**row) for row in document["images"]]
+        except (ValueError, KeyError, TypeError):
+            continue  # not a codec result
+        if document.get("name") not in exclude and {row.image for row in rows} == images:
+            kept[document["name"]] = rows
+    return kept
+
+
 def markdown_table(summaries: Sequence[Summary], reference: str | None = "png") -> str:
     """Summaries as a Markdown table, best rate first, with each rate relative to ``reference``."""
     base = next((s.bits_per_subpixel for s in summaries if s.name == reference), None)
