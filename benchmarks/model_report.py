@@ -75,7 +75,7 @@ def report(name: str, val_paths: list[Path], count: int) -> dict:
         planar = torch.from_numpy(image.reshape(256, 256, -1)).permute(2, 0, 1)
         grid = PatchGrid(256, 256)
         row = terms(model, grid.extract(planar, 0, len(grid)))
-        row["file_bpsp"] = 8 * len(bsw.compress(image, model=name)) / image.size
+        row["file_bpsp"] = 8 * len(bsw.compress(image, model=name, method="bitswap")) / image.size
         out["synthetic"][label] = row
     return out
 
