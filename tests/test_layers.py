@@ -65,12 +65,12 @@ def test_architecture_registry_reads_files_and_names_its_training_module(tmp_pat
 
 
 def test_pins_are_checked_before_coding():
-    image = np.zeros((8, 8), np.uint8)
+    image, grey = np.zeros((8, 8), np.uint8), zoo.DEFAULT_MODELS[1]
     with pytest.raises(ModelNotFoundError, match="pins 0000000000000000"):
-        bsw.compress(image, pins={"bitswap-gray": "00" * 32})
+        bsw.compress(image, pins={grey: "00" * 32})
     with pytest.raises(ModelNotFoundError, match="does not pin it"):
         bsw.compress(image, pins={})
-    assert bsw.decompress(bsw.compress(image, pins={"bitswap-gray": zoo.model_hash("bitswap-gray")})).shape == (8, 8)
+    assert bsw.decompress(bsw.compress(image, pins={grey: zoo.model_hash(grey)})).shape == (8, 8)
 
 
 def test_truncation_is_its_own_error():
