@@ -190,7 +190,7 @@ def _bench(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that spin between the coder's many small steps starve each other on a busy
-    # machine (10x slower on 2 loaded cores, benchmarks/bench_speed.py); set before torch loads
+    # machine (3-10x slower on 2 loaded cores, bench_speed.py --only busy); set before torch loads
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args, args.rest = parser.parse_known_args(argv)
