@@ -291,7 +291,7 @@ def compress(
         channel_axis=channel_axis,
         models=[],
         plane_models=[],
-        plan=StreamPlan(method),
+        plan=StreamPlan("bitswap" if method == AUTO else method),  # the bits-back scheme auto would use
         grey_colour=grey,
         alpha=alpha,
         metadata=stored_metadata,
@@ -334,12 +334,12 @@ def _classical_stream(header: container.Header, coded: np.ndarray, method: str, 
 def _learned_stream(
     header: container.Header, coded: np.ndarray, mode: str, names: list[str], device: torch.device, progress: Progress | None
 ) -> bytes:
-    """The smallest bits-back stream of ``coded`` (its planes in ``mode``) by the models ``names``:
-    small images also try seeding every patch (deflate alone)."""
+    """The smallest bits-back stream of ``coded`` (its planes in ``mode``) by the models ``names``
+    with ``header.plan.method``: small images also try seeding every patch (deflate alone)."""
     from . import zoo
     from .coders import encode_planes
 
-    method = header.plan.method if header.plan.method in METHODS else "bitswap"
+    method = header.plan.method
     unique = list(dict.fromkeys(names))
     planes = _planes(coded, mode, names, device)
     total_patches = sum(len(plane.grid) for plane in planes)
