@@ -316,10 +316,11 @@ class Trainer:
         return neg_elbo(self.model, self.val.to(self.device), batch_size=256, generator=generator)
 
     def _initialise(self) -> None:
-        """Weights from ``settings.init`` (fine-tuning; quantizers are re-calibrated later), else data-dependent."""
+        """Weights from ``settings.init`` (fine-tuning; quantizers are re-calibrated later; the name may
+        differ, since a fine-tuned model is a new model), else data-dependent."""
         if self.settings.init:
             start = load_float_model(self.settings.init)
-            if start.config != self.settings.config:
+            if dataclasses.replace(start.config, name=self.settings.config.name) != self.settings.config:
                 raise BitSwapError(f"--init model has config {start.config}, the run wants {self.settings.config}")
             self.model.load_state_dict(start.state_dict())
             self.model.quantized = False

@@ -63,10 +63,12 @@ def test_train_quantize_export(data: Path, tmp_path: Path) -> None:
     model_path = out / "bitswap-rgb.safetensors"
     assert load_model_file(model_path).content_hash == summary["content_hash"]
     assert load_float_model(str(out / "bitswap-rgb.float.safetensors")).quantized
-    # fine-tuning starts from the exported float weights, with more scales and transposed crops
+    # fine-tuning starts from the exported float weights, with more scales and transposed crops,
+    # under a new name (a fine-tuned model is another model)
     tuned = tmp_path / "tuned"
     args = ("--steps", "2", "--qat-steps", "1", "--val-every", "1", "--scales", "1", "1.5", "--transpose", "--threads", "1")
-    assert _train(data, tuned, *args, "--init", str(out / "bitswap-rgb.float.safetensors")) == 0
+    assert _train(data, tuned, *args, "--init", str(out / "bitswap-rgb.float.safetensors"), "--name", "tuned-rgb") == 0
+    assert (tuned / "tuned-rgb.safetensors").exists()
     first = [r["train_bpd"] for r in read_log(tuned / "log.jsonl") if "train_bpd" in r][0]
     assert first < steps_bpd[0]
     name = zoo.register_model(model_path, "trained-in-test")
