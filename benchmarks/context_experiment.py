@@ -125,8 +125,8 @@ class MixturePassLikelihood(PassLikelihood):
 
     def __init__(self, config: PolyphaseConfig, mixture: int) -> None:
         super().__init__(config)
-        if mixture < 1:
-            raise ValueError("mixture must be >= 1")
+        if mixture < 1 or config.levels != 1:
+            raise ValueError("mixture must be >= 1, on one polyphase level")
         self.mixture = mixture
         self.nets = nn.ModuleList(
             Net(spec._replace(out_channels=spec.out_channels * mixture,

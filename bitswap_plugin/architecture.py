@@ -30,7 +30,7 @@ import decimal
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +76,11 @@ class ModelConfig:
     """p(x|z1) conditions G on R and B on R, G within each pixel (RGB only): three parallel decode steps."""
     name: str = "bitswap"
 
+    omitted_at_default: ClassVar[tuple[str, ...]] = ()
+    """Fields :meth:`to_json` leaves out when they hold their default."""
+    growable: ClassVar[tuple[str, ...]] = ()
+    """Fields in which a model may differ from the trained weights it starts from (new networks start fresh)."""
+
     def __post_init__(self) -> None:
         checks = {
             "channels": self.channels in (1, 3),
@@ -112,7 +117,13 @@ class ModelConfig:
         return 2.0 ** -self.latent_step_bits
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+        """Every field, but those of :attr:`omitted_at_default` that hold their default (so adding
+        a field to an architecture keeps its earlier files' JSON, and their content hashes)."""
+        data = dataclasses.asdict(self)
+        for field in dataclasses.fields(self):
+            if field.name in self.omitted_at_default and data[field.name] == field.default:
+                del data[field.name]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:

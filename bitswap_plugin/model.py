@@ -301,6 +301,8 @@ class BitSwapVAE(nn.Module):
     """Float Bit-Swap VAE with an integer-exact quantized mode (see the module docstring)."""
 
     architecture = ARCHITECTURE
+    integer_type = IntegerVAE
+    """The integer model class :meth:`export` makes."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -410,7 +412,21 @@ class BitSwapVAE(nn.Module):
 
     def export(self) -> IntegerVAE:
         """The integer model of this (calibrated) model."""
-        return IntegerVAE(self.config, {name: export_net(net) for name, net in self.integer_networks()})
+        return self.integer_type(self.config, {name: export_net(net) for name, net in self.integer_networks()})
+
+    def adopt(self, other: BitSwapVAE) -> list[str]:
+        """Copy the weights of each network ``other`` has under the same name and with the same shapes
+        (growing a trained model, e.g. by polyphase levels); returns the names of the networks left as they were."""
+        theirs = dict(other.integer_networks())
+        fresh = []
+        for name, net in self.integer_networks():
+            source = theirs.get(name)
+            mine = net.state_dict()
+            if source is None or {k: v.shape for k, v in source.state_dict().items()} != {k: v.shape for k, v in mine.items()}:
+                fresh.append(name)
+            else:
+                net.load_state_dict(source.state_dict())
+        return fresh
 
     def _latent_input(self, z: torch.Tensor) -> torch.Tensor:
         return latents_to_input(z, self.config.latent_bins)

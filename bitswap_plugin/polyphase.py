@@ -11,6 +11,13 @@ predicted from its decoded neighbours on all sides, in a constant number of
 passes per patch group (never a raster scan). Within a pixel, channels are
 conditioned as in the base architecture (G on R, B on R and G).
 
+With ``levels`` > 1 the first pass, which sees only z1, is itself split: A
+(16x16) is decoded as *its* four 2x2 subimages by the same schedule, from z1
+squeezed (space-to-depth) to their 8x8 size, and so on down, so only a
+``4**-levels`` share of the pixels is predicted from the latents alone.
+Passes are named by their place in that tree: ``pass.j`` at the top,
+``pass.0.j`` inside A, ``pass.0.0.j`` inside A's A.
+
 Pad pixels of border patches (which cost nothing) enter the context as 0,
 in the encoder and the decoder alike.
 """
@@ -20,8 +27,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from .architecture import (
     ACT_MAX,
@@ -41,6 +50,8 @@ ARCHITECTURE = "bitswap-polyphase"
 PIXEL_CONTEXT_GAIN = 4
 """Decoded pixels enter a pass as ``4 * (2p - 255)``: the range of z1's inputs ``2k - (K - 1)``."""
 SUBIMAGES = SQUEEZE**2
+MAX_LEVELS = 4
+"""A's subimages at level 4 are 2x2 pixels of a 32x32 patch."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,11 @@ class PolyphaseConfig(ModelConfig):
     """Passes separated by ``|``, each the subimages (0 = A .. 3 = D) it decodes."""
     context_width: int = 48
     context_blocks: int = 2
+    levels: int = 1
+    """Polyphase levels: above 1, subimage A is decoded as its own subimages (module docstring)."""
+
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("levels",)
+    growable: ClassVar[tuple[str, ...]] = ("levels",)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,6 +76,9 @@ class PolyphaseConfig(ModelConfig):
             raise BitSwapError(f"invalid model config field schedule={self.schedule!r}: passes of the subimages 0..3, e.g. '0|1|2|3'")
         if not 1 <= self.context_width <= 1024 or not 0 <= self.context_blocks <= 32:
             raise BitSwapError("invalid model config field context_width or context_blocks")
+        if not 1 <= self.levels <= MAX_LEVELS or (self.levels > 1 and passes[0] != "0"):
+            raise BitSwapError(f"invalid model config field levels={self.levels!r}: 1 to {MAX_LEVELS}, and above 1 "
+                               "the schedule's first pass must be subimage A alone (e.g. '0|1|2|3')")
 
     @property
     def passes(self) -> tuple[tuple[int, ...], ...]:
@@ -67,35 +86,73 @@ class PolyphaseConfig(ModelConfig):
         return tuple(tuple(int(s) for s in part) for part in self.schedule.split("|"))
 
 
+class Pass(NamedTuple):
+    """One decoding pass: its network's name, its level and the subimages of that level it reads and decodes.
+
+    The level-``depth`` image is the pixels ``x[..., ::2**depth, ::2**depth]`` (A of A of ...), and
+    its conditioning is z1 squeezed by ``2**depth`` to the size of its subimages."""
+
+    name: str
+    depth: int
+    earlier: tuple[int, ...]
+    subimages: tuple[int, ...]
+
+
+def pass_plan(config: PolyphaseConfig) -> list[Pass]:
+    """The passes in decoding order: at each level, a first pass of A alone recurses into A's subimages
+    while levels remain, and every other pass is a network."""
+    plan: list[Pass] = []
+
+    def level(prefix: str, depth: int) -> None:
+        earlier: tuple[int, ...] = ()
+        for j, subimages in enumerate(config.passes):
+            if j == 0 and depth + 1 < config.levels:
+                level(f"{prefix}0.", depth + 1)
+            else:
+                plan.append(Pass(f"{prefix}{j}", depth, earlier, subimages))
+            earlier += subimages
+
+    level("pass.", 0)
+    return plan
+
+
 def pass_specs(config: PolyphaseConfig) -> list[NetSpec]:
-    """The network of each pass: z1 and the earlier passes' subimages in, (mean, log-scale) codes of
-    each subpixel of the pass's subimages out (plus the channel-conditioning coefficients)."""
-    specs, decoded = [], 0
-    for subimages in config.passes:
-        m = len(subimages)
-        specs.append(NetSpec(
-            in_channels=config.latent_channels + config.channels * decoded,
-            out_channels=config.channels * m,
+    """The network of each pass of :func:`pass_plan`: z1 (squeezed to the pass's level) and the
+    level's earlier subimages in, (mean, log-scale) codes of each subpixel of the pass's subimages
+    out (plus the channel-conditioning coefficients)."""
+    return [
+        NetSpec(
+            in_channels=config.latent_channels * SUBIMAGES**p.depth + config.channels * len(p.earlier),
+            out_channels=config.channels * len(p.subimages),
             in_max=config.latent_bins - 1,
             in_step=config.delta / 2,
             first_kernel=3,
             num_bins=PIXEL_BINS,
             bins_per_unit=ACT_MAX / 2,
             pixel_output=False,
-            coef_channels=CONDITIONING_COEFS * m if config.channel_conditioning else 0,
-        ))
-        decoded += m
-    return specs
+            coef_channels=CONDITIONING_COEFS * len(p.subimages) if config.channel_conditioning else 0,
+        )
+        for p in pass_plan(config)
+    ]
 
 
-def subimage(x: torch.Tensor, s: int) -> torch.Tensor:
-    """Subimage ``s`` of pixels (N, C, H, W): a (N, C, H/2, W/2) view."""
-    return x[:, :, s // SQUEEZE :: SQUEEZE, s % SQUEEZE :: SQUEEZE]
+def subimage(x: torch.Tensor, s: int, depth: int = 0) -> torch.Tensor:
+    """Subimage ``s`` of the level-``depth`` image of pixels (N, C, H, W): a (N, C, H/2**(depth+1), W/2**(depth+1)) view."""
+    rows, cols = pixel_slices(s, depth)
+    return x[:, :, rows, cols]
 
 
-def pass_input(z1_input: torch.Tensor, x: torch.Tensor, earlier: list[int]) -> torch.Tensor:
-    """A pass's integer input: z1 (as ``2k - (K - 1)``), then the ``earlier`` subimages of ``x``."""
-    parts = [z1_input] + [PIXEL_CONTEXT_GAIN * (2 * subimage(x, s) - ACT_MAX) for s in earlier]
+def pixel_slices(s: int, depth: int = 0) -> tuple[slice, slice]:
+    """(rows, columns) of the pixels of subimage ``s`` of the level-``depth`` image."""
+    step = SQUEEZE << depth
+    return slice((s // SQUEEZE) << depth, None, step), slice((s % SQUEEZE) << depth, None, step)
+
+
+def pass_input(z1_input: torch.Tensor, x: torch.Tensor, p: Pass) -> torch.Tensor:
+    """A pass's integer input: z1 (as ``2k - (K - 1)``) squeezed to the pass's level, then that
+    level's earlier subimages of ``x``."""
+    cond = F.pixel_unshuffle(z1_input, 1 << p.depth) if p.depth else z1_input
+    parts = [cond] + [PIXEL_CONTEXT_GAIN * (2 * subimage(x, s, p.depth) - ACT_MAX) for s in p.earlier]
     return torch.cat(parts, 1)
 
 
@@ -125,28 +182,26 @@ class PolyphaseLikelihood:
         subimages of earlier passes, so a decoder fills ``x[index]`` before asking for the next."""
         config = self.model.config
         everything = slice(None)
-        decoded: list[int] = []
-        for j, subimages in enumerate(config.passes):
+        for p in pass_plan(config):
             context = x if self.known is None else x.masked_fill(self.known, 0)
-            inp = pass_input(self.z1_input, context, decoded)
-            codes = batched(functools.partial(self.model.pass_codes, j), inp, self.batch)
-            for s, (mean, log_scale, *coefs) in zip(subimages, split_pass(codes, len(subimages), config.channels)):
-                known = None if self.known is None else subimage(self.known, s)
-                rows, cols = slice(s // SQUEEZE, None, SQUEEZE), slice(s % SQUEEZE, None, SQUEEZE)
+            inp = pass_input(self.z1_input, context, p)
+            codes = batched(functools.partial(self.model.pass_codes, p.name), inp, self.batch)
+            for s, (mean, log_scale, *coefs) in zip(p.subimages, split_pass(codes, len(p.subimages), config.channels)):
+                known = None if self.known is None else subimage(self.known, s, p.depth)
+                rows, cols = pixel_slices(s, p.depth)
                 if not coefs:
                     yield (everything, everything, rows, cols), DiscretizedLogistic(mean, log_scale, PIXEL_BINS, known)
                     continue
-                pixels = subimage(x, s)
+                pixels = subimage(x, s, p.depth)
                 for c in range(config.channels):
                     mean_c = channel_mean(mean, coefs[0], pixels, c, exact=True)
                     known_c = None if known is None else known[:, c]
                     yield (everything, slice(c, c + 1), rows, cols), DiscretizedLogistic(mean_c, log_scale[:, c], PIXEL_BINS, known_c)
-            decoded += subimages
 
 
 class PolyphaseVAE(IntegerVAE):
     """The integer model of architecture ``bitswap-polyphase``: the base VAE's networks but p(x | z1),
-    plus one network per pass (``pass.j``)."""
+    plus one network per pass (named as in :func:`pass_plan`)."""
 
     architecture = ARCHITECTURE
     pixel_context = True
@@ -157,13 +212,13 @@ class PolyphaseVAE(IntegerVAE):
     def network_specs(cls, config: PolyphaseConfig) -> dict[str, tuple[NetSpec, int, int]]:
         specs = super().network_specs(config)
         del specs["p.0"]
-        for j, spec in enumerate(pass_specs(config)):
-            specs[f"pass.{j}"] = (spec, config.context_width, config.context_blocks)
+        for p, spec in zip(pass_plan(config), pass_specs(config)):
+            specs[p.name] = (spec, config.context_width, config.context_blocks)
         return specs
 
-    def pass_codes(self, j: int, inp: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Clamped codes of pass ``j`` for its integer input (:func:`pass_input`)."""
-        return self._nets[f"pass.{j}"](inp)
+    def pass_codes(self, name: str, inp: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Clamped codes of the pass network ``name`` for its integer input (:func:`pass_input`)."""
+        return self._nets[name](inp)
 
     def prior_codes(self, level: int, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if level == 0:

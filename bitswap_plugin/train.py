@@ -168,8 +168,9 @@ def float_model(config: ModelConfig) -> BitSwapVAE:
 
 
 @torch.no_grad()
-def data_dependent_init(model: BitSwapVAE, x: torch.Tensor) -> None:
-    """Scale every input and inner convolution so its outputs have zero mean and unit variance on ``x``.
+def data_dependent_init(model: BitSwapVAE, x: torch.Tensor, nets: list[Net] | None = None) -> None:
+    """Scale every input and inner convolution (of ``nets``, default all) so its outputs have zero
+    mean and unit variance on ``x``.
 
     One forward pass: each layer is normalised as it runs, so later layers see
     normalised inputs (as in weight-normalisation's data-dependent init).
@@ -181,7 +182,7 @@ def data_dependent_init(model: BitSwapVAE, x: torch.Tensor) -> None:
         module.bias.sub_(mean).div_(std)
         return (output - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
-    nets = [module for module in model.modules() if isinstance(module, Net)]
+    nets = [module for module in model.modules() if isinstance(module, Net)] if nets is None else nets
     convs = [net.conv_in.conv for net in nets] + [block.conv1.conv for net in nets for block in net.blocks]
     hooks = [conv.register_forward_hook(normalise) for conv in convs]
     try:
@@ -316,16 +317,26 @@ class Trainer:
         return neg_elbo(self.model, self.val.to(self.device), batch_size=256, generator=generator)
 
     def _initialise(self) -> None:
-        """Weights from ``settings.init`` (fine-tuning; quantizers are re-calibrated later; the name may
-        differ, since a fine-tuned model is a new model), else data-dependent."""
-        if self.settings.init:
-            start = load_float_model(self.settings.init)
-            if dataclasses.replace(start.config, name=self.settings.config.name) != self.settings.config:
-                raise BitSwapError(f"--init model has config {start.config}, the run wants {self.settings.config}")
-            self.model.load_state_dict(start.state_dict())
-            self.model.quantized = False
-        else:
-            data_dependent_init(self.model, self.train_data.sample(256, self._streams(1)).to(self.device))
+        """Weights from ``settings.init`` (fine-tuning; quantizers are re-calibrated later), else
+        data-dependent. The name may differ, since a fine-tuned model is a new model, and so may the
+        configuration's growable fields: networks the earlier model lacks get a data-dependent init."""
+        sample = self.train_data.sample(256, self._streams(1)).to(self.device)
+        if not self.settings.init:
+            data_dependent_init(self.model, sample)
+            return
+        start = load_float_model(self.settings.init)
+        wanted = self.settings.config
+        ignored = {"name", *wanted.growable}
+        if type(start.config) is not type(wanted) or any(
+            getattr(start.config, f.name) != getattr(wanted, f.name) for f in dataclasses.fields(wanted) if f.name not in ignored
+        ):
+            raise BitSwapError(f"--init model has config {start.config}, the run wants {wanted}")
+        fresh = self.model.adopt(start)
+        self.model.quantized = False
+        if fresh:
+            networks = dict(self.model.integer_networks())
+            data_dependent_init(self.model, sample, [networks[name] for name in fresh])
+            self._log({"init": self.settings.init, "fresh_networks": fresh})
 
     def _train_step(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> torch.Tensor:
         """One optimizer step on patches ``x``; returns the batch's -ELBO (a device scalar, no sync)."""
@@ -507,8 +518,8 @@ def plot_log(log: Path, png: Path) -> bool:
 # -- command line ------------------------------------------------------------
 
 
-_INT_OVERRIDES = ("width", "res_blocks", "latent_channels", "latent_layers", "context_width", "context_blocks")
-"""Integer configuration fields the command line may override (context_*: polyphase presets)."""
+_INT_OVERRIDES = ("width", "res_blocks", "latent_channels", "latent_layers", "context_width", "context_blocks", "levels")
+"""Integer configuration fields the command line may override (context_* and levels: polyphase presets)."""
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,13 @@ from bitswap_plugin.errors import BitSwapError, CorruptFileError
 from bitswap_plugin.fileformat import VERSIONS
 from bitswap_plugin.integer_model import integer_neg_elbo, save_integer_model
 from bitswap_plugin.model import export_integer_model, load_float_model, neg_elbo, save_float_model
-from bitswap_plugin.polyphase import PolyphaseConfig, PolyphaseVAE, subimage
+from bitswap_plugin.polyphase import PolyphaseConfig, PolyphaseVAE, pass_plan, pixel_slices, subimage
 from bitswap_plugin.polyphase_model import PolyphaseBitSwapVAE
 
 CONFIG = PolyphaseConfig(channels=3, latent_channels=4, latent_layers=2, width=16, res_blocks=1, channel_conditioning=True,
                          context_width=12, context_blocks=1, name="pp-test")
+NESTED = dataclasses.replace(CONFIG, levels=3, name="pp-test-3-levels")
+"""Subimage A decoded as its own subimages, and their A as theirs."""
 
 
 def _smooth(n: int, channels: int, seed: int) -> torch.Tensor:
@@ -29,11 +32,11 @@ def _smooth(n: int, channels: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.clip(base + rng.integers(0, 12, (n, channels, 32, 32)), 0, 255).astype(np.uint8))
 
 
-@pytest.fixture(scope="module")
-def trained() -> tuple[PolyphaseBitSwapVAE, torch.Tensor]:
+@pytest.fixture(scope="module", params=[CONFIG, NESTED], ids=lambda config: f"levels{config.levels}")
+def trained(request: pytest.FixtureRequest) -> tuple[PolyphaseBitSwapVAE, torch.Tensor]:
     """A small polyphase model trained briefly, calibrated and QAT-tuned a little."""
     torch.manual_seed(0)
-    model = PolyphaseBitSwapVAE(CONFIG)
+    model = PolyphaseBitSwapVAE(request.param)
     data = _smooth(64, 3, 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=4e-3)
     for step in range(50):
@@ -48,7 +51,7 @@ def trained() -> tuple[PolyphaseBitSwapVAE, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def registered(trained, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("pp") / "pp-test.safetensors"
+    path = tmp_path_factory.mktemp("pp") / f"{trained[0].config.name}.safetensors"
     save_integer_model(export_integer_model(trained[0]), path)
     return zoo.register_model(path)
 
@@ -61,21 +64,43 @@ def test_schedules_are_validated():
     assert PolyphaseConfig.from_json(CONFIG.to_json()) == CONFIG
 
 
+def test_levels_are_validated_and_leave_earlier_configs_as_they_were():
+    assert "levels" not in CONFIG.to_json() and PolyphaseConfig.from_json(NESTED.to_json()) == NESTED
+    for bad in (0, 5):
+        with pytest.raises(BitSwapError, match="levels"):
+            dataclasses.replace(CONFIG, levels=bad)
+    with pytest.raises(BitSwapError, match="first pass must be subimage A alone"):
+        dataclasses.replace(CONFIG, levels=2, schedule="03|12")
+    assert [p.name for p in pass_plan(NESTED)] == [
+        "pass.0.0.0", "pass.0.0.1", "pass.0.0.2", "pass.0.0.3", "pass.0.1", "pass.0.2", "pass.0.3", "pass.1", "pass.2", "pass.3"]
+
+
+@pytest.mark.parametrize("config", [CONFIG, NESTED, dataclasses.replace(CONFIG, schedule="03|12")])
+def test_the_passes_cover_every_pixel_once(config: PolyphaseConfig):
+    count = torch.zeros(1, 1, 32, 32, dtype=torch.int64)
+    for p in pass_plan(config):
+        for s in p.subimages:
+            subimage(count, s, p.depth).add_(1)
+    assert bool((count == 1).all())
+
+
 def test_a_pass_sees_only_earlier_passes(trained):
     model = export_integer_model(trained[0])
+    plan = pass_plan(model.config)
+    cells = [(j, p.depth, s) for j, p in enumerate(plan) for s in p.subimages]
+    pass_at = {(pixel_slices(s, depth)[0].start, pixel_slices(s, depth)[1].start, 2 << depth): j for j, depth, s in cells}
     x = _smooth(2, 3, 5).long()
     z1 = torch.randint(0, 1024, (2, 4, 16, 16), generator=torch.Generator().manual_seed(3))
     base = [(index, dist.ranges(x[index])) for index, dist in model.likelihood(z1).steps(x)]
-    for changed in range(4):  # perturb one subimage: only the steps of later passes may change
+    for changed, depth, s in cells:  # perturb one subimage: only the steps of later passes may change
         y = x.clone()
-        subimage(y, changed).copy_(255 - subimage(y, changed))
+        subimage(y, s, depth).copy_(255 - subimage(y, s, depth))
         steps = list(model.likelihood(z1).steps(y))
+        assert len(steps) == len(base)
         for (index, ranges), (_, dist) in zip(base, steps):
             same = all(torch.equal(a, b) for a, b in zip(ranges, dist.ranges(x[index])))
-            step_subimage = 2 * index[2].start + index[3].start
-            step_pass = CONFIG.passes.index(next(p for p in CONFIG.passes if step_subimage in p))
-            changed_pass = CONFIG.passes.index(next(p for p in CONFIG.passes if changed in p))
-            if step_pass <= changed_pass and not (step_pass == changed_pass and index[1].start > 0):
+            step_pass = pass_at[(index[2].start, index[3].start, index[2].step)]
+            if step_pass < changed or (step_pass == changed and index[1].start == 0):
                 assert same, (changed, index)
     later = list(model.likelihood(z1).steps(torch.where(subimage_mask(0), 255 - x, x)))
     assert any(not torch.equal(a.ranges(x[i])[0], b[1][0]) for (i, a), b in zip(later, base))
@@ -113,7 +138,7 @@ def test_float_weights_round_trip_in_half_precision(trained, tmp_path: Path):
     model, _ = trained
     save_float_model(model, tmp_path / "pp.float.safetensors", half=True)
     loaded = load_float_model(tmp_path / "pp.float.safetensors")
-    assert type(loaded) is PolyphaseBitSwapVAE and loaded.config == CONFIG and loaded.quantized
+    assert type(loaded) is PolyphaseBitSwapVAE and loaded.config == model.config and loaded.quantized
     for (name, a), (_, b) in zip(model.named_parameters(), loaded.named_parameters()):
         assert torch.equal(a.detach().half().float(), b.detach()), name
     assert (tmp_path / "pp.float.safetensors").stat().st_size < 0.6 * 4 * sum(p.numel() for p in model.parameters())
@@ -127,3 +152,14 @@ def test_streams_before_version_3_cannot_name_a_model_with_pixel_context(registe
     header.plan.version = VERSIONS[2]
     with pytest.raises(CorruptFileError, match="version 2 stream names a model with pixel context"):
         bsw.decompress(container.pack(header, head, tail))
+
+
+def test_a_grown_model_adopts_the_networks_it_shares(trained):
+    model = trained[0]
+    grown = PolyphaseBitSwapVAE(dataclasses.replace(model.config, levels=model.config.levels + 1, name="grown"))
+    fresh = grown.adopt(model)
+    assert fresh == [p.name for p in pass_plan(grown.config) if p.depth == model.config.levels]
+    theirs = dict(model.integer_networks())
+    for name, net in grown.integer_networks():
+        if name not in fresh:
+            assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), theirs[name].state_dict().values())), name

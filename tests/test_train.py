@@ -141,6 +141,16 @@ def test_train_a_polyphase_model(data: Path, tmp_path: Path) -> None:
     image = np.asarray(Image.open(next(data.iterdir())))[:40, :70]
     assert np.array_equal(decompress(compress(image, model=name)), image)
     assert _train(data, tmp_path / "bad", "--context-width", "8") == 1
+    # grown by a polyphase level: the passes that are new start fresh, the others keep the weights
+    extra = ("--preset", "polyphase-rgb", "--context-width", "8", "--context-blocks", "0", "--steps", "0", "--qat-steps", "1",
+             "--val-every", "5", "--threads", "1")
+    assert _train(data, tmp_path / "one", *extra) == 0
+    grown = tmp_path / "grown"
+    assert _train(data, grown, *extra, "--levels", "2", "--name", "grown", "--init", str(tmp_path / "one" / "polyphase-rgb.float.safetensors")) == 0
+    assert [r["fresh_networks"] for r in read_log(grown / "log.jsonl") if "fresh_networks" in r] == [[f"pass.0.{j}" for j in range(4)]]
+    assert load_float_model(grown / "grown.float.safetensors").config.levels == 2
+    name = zoo.register_model(grown / "grown.safetensors", "grown-in-test")
+    assert np.array_equal(decompress(compress(image, model=name, method="bitswap")), image)
 
 
 def test_synthetic_crops_are_flat_smooth_or_few_coloured(data: Path) -> None:
