@@ -217,6 +217,10 @@ class Settings:
     lr: float = 2e-3
     lr_end: float = 5e-4
     qat_lr: float = 2e-4
+    warmup: int = 0
+    """Steps over which the learning rate rises linearly at the start of each phase (each starts a
+    fresh Adam, whose first steps move every weight by about the learning rate: a model that is
+    already trained, from ``init`` or entering QAT, loses ground without it)."""
     free_bits: float = 1.0
     val_images: int = 5
     """Hold out the last this many --data images for validation (unless val_data is given)."""
@@ -336,7 +340,8 @@ class Trainer:
         if fresh:
             networks = dict(self.model.integer_networks())
             data_dependent_init(self.model, sample, [networks[name] for name in fresh])
-            self._log({"init": self.settings.init, "fresh_networks": fresh})
+        if self.rank == 0:
+            self._log({"step": 0, "init": self.settings.init, "fresh_networks": fresh, "val_bpd": self.validate()})
 
     def _train_step(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> torch.Tensor:
         """One optimizer step on patches ``x``; returns the batch's -ELBO (a device scalar, no sync)."""
@@ -406,6 +411,7 @@ class Trainer:
                 optimizer = self._enter_qat()
             qat = self.model.quantized
             lr = s.qat_lr if qat else learning_rate(self.step, s.steps, s.lr, s.lr_end)
+            lr *= min(1.0, (self.step - (s.steps if qat else 0) + 1) / max(1, s.warmup))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x = self.train_data.sample(s.batch, self._streams(0), transpose=s.transpose, synthetic=s.synthetic).to(self.device, non_blocking=True)
@@ -537,7 +543,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--conditioning", action=argparse.BooleanOptionalAction, default=None,
                         help="override the preset's channel conditioning (RGB only)")
     defaults = Settings(config=PRESETS["rgb"], data=[])
-    for field in ("steps", "qat_steps", "batch", "lr", "lr_end", "qat_lr", "free_bits", "val_images", "val_patches", "val_every", "seed"):
+    for field in ("steps", "qat_steps", "batch", "lr", "lr_end", "qat_lr", "warmup", "free_bits", "val_images", "val_patches", "val_every", "seed"):
         value = getattr(defaults, field)
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value, help=f"(default: {value})")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="downscale factors of the training images (default: 1 2 4)")

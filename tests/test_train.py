@@ -67,8 +67,12 @@ def test_train_quantize_export(data: Path, tmp_path: Path) -> None:
     # under a new name (a fine-tuned model is another model)
     tuned = tmp_path / "tuned"
     args = ("--steps", "2", "--qat-steps", "1", "--val-every", "1", "--scales", "1", "1.5", "--transpose", "--threads", "1")
-    assert _train(data, tuned, *args, "--init", str(out / "bitswap-rgb.float.safetensors"), "--name", "tuned-rgb") == 0
+    assert _train(data, tuned, *args, "--init", str(out / "bitswap-rgb.float.safetensors"), "--name", "tuned-rgb",
+                  "--lr", "1e-3", "--lr-end", "1e-3", "--warmup", "4") == 0
     assert (tuned / "tuned-rgb.safetensors").exists()
+    tuned_log = read_log(tuned / "log.jsonl")
+    assert tuned_log[0]["fresh_networks"] == [] and tuned_log[0]["val_bpd"] > 0  # the starting point, validated
+    assert [r["lr"] for r in tuned_log if r.get("phase") == "float"] == pytest.approx([2.5e-4, 5e-4])  # warming up
     first = [r["train_bpd"] for r in read_log(tuned / "log.jsonl") if "train_bpd" in r][0]
     assert first < steps_bpd[0]
     name = zoo.register_model(model_path, "trained-in-test")
