@@ -119,6 +119,10 @@ class QConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, in_max: int, zero_init: bool = False) -> None:
         super().__init__()
+        weights = in_channels * kernel * kernel
+        if (FLOAT32_EXACT_LIMIT - 1) // in_max - weights < weights:
+            raise BitSwapError(f"a convolution of {weights} weights per output on inputs up to {in_max} cannot be exact "
+                               "in float32 with integer weights of 1 or more: use fewer inputs (latent channels, levels)")
         self.conv = nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2)
         self.in_max = in_max
         if zero_init:

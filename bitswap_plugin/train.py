@@ -241,6 +241,8 @@ class Settings:
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         data["config"] = json.loads(self.config.to_json())
+        if not self.warmup:
+            del data["warmup"]  # as before there was a warm-up, so earlier checkpoints resume
         return json.dumps(data, sort_keys=True)
 
 

@@ -15,7 +15,8 @@ from bitswap_plugin.errors import BitSwapError, CorruptFileError
 from bitswap_plugin.fileformat import VERSIONS
 from bitswap_plugin.integer_model import integer_neg_elbo, save_integer_model
 from bitswap_plugin.model import export_integer_model, load_float_model, neg_elbo, save_float_model
-from bitswap_plugin.polyphase import PolyphaseConfig, PolyphaseVAE, pass_plan, pixel_slices, subimage
+from bitswap_plugin.architecture import latents_to_input
+from bitswap_plugin.polyphase import PolyphaseConfig, PolyphaseVAE, pass_input, pass_plan, pixel_slices, subimage
 from bitswap_plugin.polyphase_model import PolyphaseBitSwapVAE
 
 CONFIG = PolyphaseConfig(channels=3, latent_channels=4, latent_layers=2, width=16, res_blocks=1, channel_conditioning=True,
@@ -71,6 +72,8 @@ def test_levels_are_validated_and_leave_earlier_configs_as_they_were():
             dataclasses.replace(CONFIG, levels=bad)
     with pytest.raises(BitSwapError, match="first pass must be subimage A alone"):
         dataclasses.replace(CONFIG, levels=2, schedule="03|12")
+    with pytest.raises(BitSwapError, match="cannot be exact in float32"):  # z1 squeezed 4**3 times: 2,048 inputs
+        PolyphaseBitSwapVAE(dataclasses.replace(CONFIG, latent_channels=32, levels=4))
     assert [p.name for p in pass_plan(NESTED)] == [
         "pass.0.0.0", "pass.0.0.1", "pass.0.0.2", "pass.0.0.3", "pass.0.1", "pass.0.2", "pass.0.3", "pass.1", "pass.2", "pass.3"]
 
@@ -116,6 +119,13 @@ def test_integer_model_reproduces_the_quantized_model(trained):
     model, data = trained
     integer = export_integer_model(model)
     assert isinstance(integer, PolyphaseVAE)
+    z1 = torch.randint(0, 1024, (4, 4, 16, 16), generator=torch.Generator().manual_seed(2))
+    x = data[:4]
+    with torch.no_grad():  # every pass, at every level, gives the integer model's very codes
+        for p, net in zip(model.p[0].plan, model.p[0].nets):
+            float_codes = net(pass_input(latents_to_input(z1.float(), 1024), x.float(), p), True)
+            integer_codes = integer.pass_codes(p.name, pass_input(latents_to_input(z1, 1024), x.long(), p))
+            assert all(torch.equal(a.long(), b) for a, b in zip(float_codes, integer_codes)), p.name
     x = torch.cat([data] * 2)
     quantized = neg_elbo(model, x, generator=torch.Generator().manual_seed(0))
     coded = integer_neg_elbo(integer, x, torch.Generator().manual_seed(0))

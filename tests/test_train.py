@@ -66,13 +66,14 @@ def test_train_quantize_export(data: Path, tmp_path: Path) -> None:
     # fine-tuning starts from the exported float weights, with more scales and transposed crops,
     # under a new name (a fine-tuned model is another model)
     tuned = tmp_path / "tuned"
-    args = ("--steps", "2", "--qat-steps", "1", "--val-every", "1", "--scales", "1", "1.5", "--transpose", "--threads", "1")
+    args = ("--steps", "2", "--qat-steps", "2", "--val-every", "1", "--scales", "1", "1.5", "--transpose", "--threads", "1")
     assert _train(data, tuned, *args, "--init", str(out / "bitswap-rgb.float.safetensors"), "--name", "tuned-rgb",
                   "--lr", "1e-3", "--lr-end", "1e-3", "--warmup", "4") == 0
     assert (tuned / "tuned-rgb.safetensors").exists()
     tuned_log = read_log(tuned / "log.jsonl")
     assert tuned_log[0]["fresh_networks"] == [] and tuned_log[0]["val_bpd"] > 0  # the starting point, validated
     assert [r["lr"] for r in tuned_log if r.get("phase") == "float"] == pytest.approx([2.5e-4, 5e-4])  # warming up
+    assert [r["lr"] for r in tuned_log if r.get("phase") == "qat"] == pytest.approx([5e-5, 1e-4])  # and again for QAT
     first = [r["train_bpd"] for r in read_log(tuned / "log.jsonl") if "train_bpd" in r][0]
     assert first < steps_bpd[0]
     name = zoo.register_model(model_path, "trained-in-test")
@@ -101,6 +102,13 @@ def test_resume_refuses_different_settings(data: Path, tmp_path: Path, capsys: p
     assert _train(data, tmp_path, "--steps", "2", "--qat-steps", "1", "--max-steps", "1", "--threads", "1") == 0
     assert _train(data, tmp_path, "--steps", "2", "--qat-steps", "1", "--lr", "1e-3", "--resume", "--threads", "1") == 1
     assert "settings differ" in capsys.readouterr().err
+
+
+def test_settings_without_warmup_write_the_json_earlier_checkpoints_hold() -> None:
+    from bitswap_plugin.train import PRESETS, Settings
+
+    assert "warmup" not in json.loads(Settings(config=PRESETS["rgb"], data=[]).to_json())
+    assert json.loads(Settings(config=PRESETS["rgb"], data=[], warmup=5).to_json())["warmup"] == 5
 
 
 def test_bad_data_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
