@@ -217,6 +217,8 @@ class Settings:
     lr: float = 2e-3
     lr_end: float = 5e-4
     qat_lr: float = 2e-4
+    """Learning rate of quantization-aware training; the command's default is the lower of this and
+    ``lr_end``, since a trained model loses what the decay gave it when the rate rises again."""
     warmup: int = 0
     """Steps over which the learning rate rises linearly at the start of each phase (each starts a
     fresh Adam, whose first steps move every weight by about the learning rate: a model that is
@@ -545,7 +547,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--conditioning", action=argparse.BooleanOptionalAction, default=None,
                         help="override the preset's channel conditioning (RGB only)")
     defaults = Settings(config=PRESETS["rgb"], data=[])
-    for field in ("steps", "qat_steps", "batch", "lr", "lr_end", "qat_lr", "warmup", "free_bits", "val_images", "val_patches", "val_every", "seed"):
+    parser.add_argument("--qat-lr", type=float, help=f"learning rate of quantization-aware training "
+                        f"(default: the lower of {defaults.qat_lr} and --lr-end)")
+    for field in ("steps", "qat_steps", "batch", "lr", "lr_end", "warmup", "free_bits", "val_images", "val_patches", "val_every", "seed"):
         value = getattr(defaults, field)
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value, help=f"(default: {value})")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="downscale factors of the training images (default: 1 2 4)")
@@ -579,6 +583,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     fields = {f.name for f in dataclasses.fields(Settings)} - {"config", "data", "val_data", "init"}
     folders = {key: [os.path.abspath(d) for d in getattr(args, key)] for key in ("data", "val_data")}
     folders["init"] = os.path.abspath(args.init) if args.init else ""
+    if args.qat_lr is None:
+        args.qat_lr = min(Settings.qat_lr, args.lr_end)
     return Settings(config=config, **folders, **{f: getattr(args, f) for f in fields})
 
 

@@ -111,6 +111,15 @@ def test_settings_without_warmup_write_the_json_earlier_checkpoints_hold() -> No
     assert json.loads(Settings(config=PRESETS["rgb"], data=[], warmup=5).to_json())["warmup"] == 5
 
 
+def test_qat_never_raises_the_rate_the_float_phase_ended_at() -> None:
+    from bitswap_plugin.train import build_parser, settings_from_args
+
+    def qat_lr(*extra: str) -> float:
+        return settings_from_args(build_parser().parse_args(["--data", "d", "--out", "o", *extra])).qat_lr
+
+    assert qat_lr() == 2e-4 and qat_lr("--lr-end", "6e-5") == 6e-5 and qat_lr("--lr-end", "6e-5", "--qat-lr", "1e-3") == 1e-3
+
+
 def test_bad_data_folder_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1
     assert "does not exist" in capsys.readouterr().err
