@@ -221,8 +221,9 @@ class Settings:
     ``lr_end``, since a trained model loses what the decay gave it when the rate rises again."""
     warmup: int = 0
     """Steps over which the learning rate rises linearly at the start of each phase (each starts a
-    fresh Adam, whose first steps move every weight by about the learning rate: a model that is
-    already trained, from ``init`` or entering QAT, loses ground without it)."""
+    fresh Adam, whose first steps move every weight by about the learning rate). It does not keep a
+    trained model from losing ground to a rate above the one its training ended at; a lower ``lr``
+    does (measured in models/polyphase-rgb-l2.md)."""
     free_bits: float = 1.0
     val_images: int = 5
     """Hold out the last this many --data images for validation (unless val_data is given)."""
