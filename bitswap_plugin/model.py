@@ -120,7 +120,9 @@ class QConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel: int, in_max: int, zero_init: bool = False) -> None:
         super().__init__()
         weights = in_channels * kernel * kernel
-        if (FLOAT32_EXACT_LIMIT - 1) // in_max - weights < weights:
+        self.budget = (FLOAT32_EXACT_LIMIT - 1) // in_max - weights
+        """Most sum of |integer weights| per output that keeps the float32 convolution exact (with rounding headroom)."""
+        if self.budget < weights:
             raise BitSwapError(f"a convolution of {weights} weights per output on inputs up to {in_max} cannot be exact "
                                "in float32 with integer weights of 1 or more: use fewer inputs (latent channels, levels)")
         self.conv = nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2)
@@ -145,12 +147,11 @@ class QConv(nn.Module):
         out_step = out_step.double().expand(w.shape[0])
         if out_offset is not None:
             b = b + out_offset.double() * out_step
-        budget = (FLOAT32_EXACT_LIMIT - 1) // self.in_max - w[0].numel()
         wd, bd = w.detach(), b.detach()
         step = torch.stack(
             [
                 wd.abs().amax((1, 2, 3)) / WEIGHT_MAX,
-                wd.abs().sum((1, 2, 3)) / budget,
+                wd.abs().sum((1, 2, 3)) / self.budget,
                 bd.abs() / (in_step * _BIAS_LIMIT),
                 out_step.detach() * _pow2(MULT_BITS - MAX_SHIFT) / in_step,  # keeps the shift in range
             ]
@@ -424,12 +425,11 @@ class BitSwapVAE(nn.Module):
         theirs = dict(other.integer_networks())
         fresh = []
         for name, net in self.integer_networks():
-            source = theirs.get(name)
-            mine = net.state_dict()
-            if source is None or {k: v.shape for k, v in source.state_dict().items()} != {k: v.shape for k, v in mine.items()}:
-                fresh.append(name)
+            state = theirs[name].state_dict() if name in theirs else {}
+            if {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in net.state_dict().items()}:
+                net.load_state_dict(state)
             else:
-                net.load_state_dict(source.state_dict())
+                fresh.append(name)
         return fresh
 
     def _latent_input(self, z: torch.Tensor) -> torch.Tensor:

@@ -584,9 +584,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     fields = {f.name for f in dataclasses.fields(Settings)} - {"config", "data", "val_data", "init"}
     folders = {key: [os.path.abspath(d) for d in getattr(args, key)] for key in ("data", "val_data")}
     folders["init"] = os.path.abspath(args.init) if args.init else ""
-    if args.qat_lr is None:
-        args.qat_lr = min(Settings.qat_lr, args.lr_end)
-    return Settings(config=config, **folders, **{f: getattr(args, f) for f in fields})
+    values = {f: getattr(args, f) for f in fields}
+    if values["qat_lr"] is None:
+        values["qat_lr"] = min(Settings.qat_lr, args.lr_end)
+    return Settings(config=config, **folders, **values)
 
 
 def run(args: argparse.Namespace) -> int:
