@@ -33,17 +33,26 @@ ROOT = Path(__file__).resolve().parents[1]
 LARGE = ROOT.parent / "shared" / "datasets" / "photos-large"
 
 
-def validation_patches(paths: list[Path], count: int, gray: bool) -> torch.Tensor:
-    """``count`` fixed random 32x32 crops of the images, (n, C, 32, 32) uint8."""
+def validation_patches(paths: list[Path], count: int, gray: bool, size: int = 32) -> torch.Tensor:
+    """``count`` fixed random ``size`` x ``size`` crops of the images (those at least that large),
+    (n, C, size, size) uint8."""
     rng = np.random.default_rng(12345)
     images = [np.asarray(Image.open(p).convert("L" if gray else "RGB")) for p in paths]
+    images = [image for image in images if min(image.shape[:2]) >= size]
     out = []
     for _ in range(count):
         image = images[rng.integers(len(images))]
-        y, x = rng.integers(0, image.shape[0] - 31), rng.integers(0, image.shape[1] - 31)
-        crop = image[y : y + 32, x : x + 32]
+        y, x = rng.integers(0, image.shape[0] - size + 1), rng.integers(0, image.shape[1] - size + 1)
+        crop = image[y : y + size, x : x + size]
         out.append(crop[None] if gray else crop.transpose(2, 0, 1))
     return torch.from_numpy(np.stack(out))
+
+
+def validation_paths(val_dir: Path | None) -> list[Path]:
+    """The held-out photos: those in ``val_dir``, or photos-large's ``val.txt``."""
+    if val_dir:
+        return sorted(val_dir.iterdir())
+    return [LARGE / line.strip() for line in (LARGE / "val.txt").read_text().splitlines() if line.strip()]
 
 
 def synthetic(channels: int) -> dict[str, np.ndarray]:
@@ -87,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patches", type=int, default=2048)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    if args.val_dir:
-        val_paths = sorted(args.val_dir.iterdir())
-    else:
-        val_paths = [LARGE / line.strip() for line in (LARGE / "val.txt").read_text().splitlines() if line.strip()]
+    val_paths = validation_paths(args.val_dir)
     results = []
     for name in args.models:
         result = report(name, val_paths, args.patches)
