@@ -7,7 +7,8 @@ One run has three phases, all resumable from the checkpoint in ``--out``:
    transposes too), learning rate decaying exponentially from ``--lr`` to
    ``--lr-end``, gradient clipping at norm 1, free bits (KL clamped at
    ``--free-bits`` bits per layer and channel), data-dependent init, or the
-   weights of an earlier run with ``--init``;
+   weights of an earlier run with ``--init``; with ``--ema`` an exponential
+   moving average of the weights, which validation, QAT's start and export use;
 2. **qat**: calibration of every quantizer, then quantization-aware
    fine-tuning with the integer network's arithmetic in the loop;
 3. **export**: the integer model the codec uses (``<out>/<name>.safetensors``),
@@ -28,17 +29,20 @@ data-parallel (DDP; nccl on CUDA, gloo on CPU)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from PIL import Image
 from tqdm import tqdm
 
@@ -197,6 +201,13 @@ def learning_rate(step: int, steps: int, lr: float, lr_end: float) -> float:
     return lr * (lr_end / lr) ** min(1.0, step / max(1, steps))
 
 
+@torch.no_grad()
+def _copy_into(model: torch.nn.Module, values: list[torch.Tensor]) -> None:
+    """Overwrite ``model``'s parameters, in ``parameters()`` order, with ``values``."""
+    for param, value in zip(model.parameters(), values, strict=True):
+        param.copy_(value)
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -224,6 +235,10 @@ class Settings:
     fresh Adam, whose first steps move every weight by about the learning rate). It does not keep a
     trained model from losing ground to a rate above the one its training ended at; a lower ``lr``
     does (measured in models/polyphase-rgb-l2.md)."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights (0: none). Validation, QAT's start
+    and export use the average: on these models the validation -ELBO follows the learning rate,
+    and the average gives low-rate weights while training moves at a higher rate."""
     free_bits: float = 1.0
     val_images: int = 5
     """Hold out the last this many --data images for validation (unless val_data is given)."""
@@ -244,8 +259,9 @@ class Settings:
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         data["config"] = json.loads(self.config.to_json())
-        if not self.warmup:
-            del data["warmup"]  # as before there was a warm-up, so earlier checkpoints resume
+        for optional in ("warmup", "ema"):
+            if not data[optional]:
+                del data[optional]  # as before the option existed, so earlier checkpoints resume
         return json.dumps(data, sort_keys=True)
 
 
@@ -273,6 +289,9 @@ class Trainer:
         torch.manual_seed(settings.seed)  # the initial weights
         self.model = float_model(settings.config).to(device)
         self.step = 0
+        self.average: list[torch.Tensor] | None = None
+        """The moving average of the parameters (``settings.ema``), in ``parameters()`` order."""
+        self._update_average = get_ema_multi_avg_fn(settings.ema)
         self.noise = torch.Generator(device=device)
         self.float_val: float | None = None
 
@@ -298,6 +317,8 @@ class Trainer:
             "optimizer": optimizer.state_dict(),
             "float_val": -1.0 if self.float_val is None else self.float_val,
         }
+        if self.average is not None:
+            state["average"] = self.average
         temp = self.out / (CHECKPOINT + ".part")
         torch.save(state, temp)
         os.replace(temp, self.out / CHECKPOINT)
@@ -312,7 +333,36 @@ class Trainer:
         self.step = int(state["step"])
         self.model.load_state_dict(state["model"])
         self.float_val = None if state["float_val"] < 0 else float(state["float_val"])
+        self._start_average(state.get("average"))
         return state["optimizer"]
+
+    def _start_average(self, saved: list[torch.Tensor] | None = None) -> None:
+        """Start the moving average at ``saved``, else at the current weights (also when a checkpoint
+        written before ``ema`` was set resumes with it)."""
+        if not self.settings.ema:
+            self.average = None
+        elif saved is not None:
+            self.average = [t.to(self.device) for t in saved]
+        else:
+            self.average = [p.detach().clone() for p in self.model.parameters()]
+
+    @contextlib.contextmanager
+    def _averaged(self) -> Iterator[None]:
+        """The model holds the averaged weights inside the block (as it is when there is no average)."""
+        if self.average is None:
+            yield
+            return
+        current = [p.detach().clone() for p in self.model.parameters()]
+        _copy_into(self.model, self.average)
+        try:
+            yield
+        finally:
+            _copy_into(self.model, current)
+
+    def _adopt_average(self) -> None:
+        """Replace the weights by their average for good (before QAT and export)."""
+        if self.average is not None:
+            _copy_into(self.model, self.average)
 
     # -- loop
 
@@ -321,9 +371,11 @@ class Trainer:
             with open(self.out / LOG, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def validate(self) -> float:
+    def validate(self, averaged: bool = True) -> float:
+        """Validation -ELBO of the averaged weights (of the current ones if not ``averaged``)."""
         generator = torch.Generator(device=self.device).manual_seed(0)
-        return neg_elbo(self.model, self.val.to(self.device), batch_size=256, generator=generator)
+        with self._averaged() if averaged else contextlib.nullcontext():
+            return neg_elbo(self.model, self.val.to(self.device), batch_size=256, generator=generator)
 
     def _initialise(self) -> None:
         """Weights from ``settings.init`` (fine-tuning; quantizers are re-calibrated later), else
@@ -401,6 +453,7 @@ class Trainer:
             self._initialise()
             if minutes is not None:
                 self.plan(minutes)
+            self._start_average()
         s = self.settings
         net = self._wrap()
         optimizer = self._optimizer()
@@ -421,6 +474,8 @@ class Trainer:
                 group["lr"] = lr
             x = self.train_data.sample(s.batch, self._streams(0), transpose=s.transpose, synthetic=s.synthetic).to(self.device, non_blocking=True)
             window_sum += self._train_step(net, optimizer, x)
+            if self.average is not None:
+                self._update_average(self.average, [p.detach() for p in self.model.parameters()], None)
             window_steps += 1
             self.step += 1
             bar.update(1)
@@ -429,6 +484,8 @@ class Trainer:
                 window_sum, window_steps = torch.zeros((), device=self.device), 0
                 if self.rank == 0:
                     record.update(val_bpd=self.validate(), lr=lr, seconds=round(time.monotonic() - started, 1))
+                    if self.average is not None:
+                        record["val_current_bpd"] = self.validate(averaged=False)
                     self._log(record)
                     bar.set_postfix(train=f"{record['train_bpd']:.3f}", val=f"{record['val_bpd']:.3f}")
                 self._save(optimizer)
@@ -441,12 +498,15 @@ class Trainer:
         return self.step >= total
 
     def _enter_qat(self) -> torch.optim.Optimizer:
-        """Record the float model's validation -ELBO, calibrate every quantizer on a training batch
-        (the same on all ranks) and switch to quantized mode; returns a fresh optimizer."""
+        """Record the float model's validation -ELBO, take the averaged weights, calibrate every
+        quantizer on a training batch (the same on all ranks) and switch to quantized mode; returns
+        a fresh optimizer (and starts a fresh average)."""
         self.float_val = self.validate() if self.rank == 0 else None
         self._log({"step": self.step, "phase": "calibrate", "float_val_bpd": self.float_val})
+        self._adopt_average()
         batch = self.train_data.sample(512, np.random.default_rng([self.settings.seed, 1 << 40])).to(self.device)
         self.model.calibrate(batch, generator=torch.Generator(device=self.device).manual_seed(7))
+        self._start_average()
         return self._optimizer()
 
     def _replicas_equal(self) -> bool:
@@ -466,7 +526,8 @@ class Trainer:
     # -- export
 
     def export(self) -> dict:
-        """Write the integer model and summary.json; returns the summary."""
+        """Write the integer model (of the averaged weights) and summary.json; returns the summary."""
+        self._adopt_average()
         model = self.model.cpu().eval()
         integer = export_integer_model(model)
         path = self.out / f"{self.settings.config.name}.safetensors"
@@ -550,7 +611,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     defaults = Settings(config=PRESETS["rgb"], data=[])
     parser.add_argument("--qat-lr", type=float, help=f"learning rate of quantization-aware training "
                         f"(default: the lower of {defaults.qat_lr} and --lr-end)")
-    for field in ("steps", "qat_steps", "batch", "lr", "lr_end", "warmup", "free_bits", "val_images", "val_patches", "val_every", "seed"):
+    for field in ("steps", "qat_steps", "batch", "lr", "lr_end", "warmup", "ema", "free_bits", "val_images", "val_patches", "val_every", "seed"):
         value = getattr(defaults, field)
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value, help=f"(default: {value})")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 4.0], help="downscale factors of the training images (default: 1 2 4)")
@@ -587,6 +648,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     values = {f: getattr(args, f) for f in fields}
     if values["qat_lr"] is None:
         values["qat_lr"] = min(Settings.qat_lr, args.lr_end)
+    if not 0 <= values["ema"] < 1:
+        raise BitSwapError(f"--ema must lie in [0, 1), got {values['ema']}")
     return Settings(config=config, **folders, **values)
 
 

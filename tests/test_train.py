@@ -104,11 +104,39 @@ def test_resume_refuses_different_settings(data: Path, tmp_path: Path, capsys: p
     assert "settings differ" in capsys.readouterr().err
 
 
-def test_settings_without_warmup_write_the_json_earlier_checkpoints_hold() -> None:
+def test_settings_without_warmup_or_average_write_the_json_earlier_checkpoints_hold() -> None:
     from bitswap_plugin.train import PRESETS, Settings
 
-    assert "warmup" not in json.loads(Settings(config=PRESETS["rgb"], data=[]).to_json())
+    plain = json.loads(Settings(config=PRESETS["rgb"], data=[]).to_json())
+    assert "warmup" not in plain and "ema" not in plain
     assert json.loads(Settings(config=PRESETS["rgb"], data=[], warmup=5).to_json())["warmup"] == 5
+    assert json.loads(Settings(config=PRESETS["rgb"], data=[], ema=0.99).to_json())["ema"] == 0.99
+
+
+def test_weight_average_is_what_validation_qat_and_export_use(data: Path, tmp_path: Path) -> None:
+    """With --ema the run validates, quantizes and exports the moving average of its weights: at a
+    decay near 1 the average stays at the starting weights while the weights themselves move; the
+    average is checkpointed, so a resumed run is the very same run."""
+    base = tmp_path / "base"
+    assert _train(data, base, "--steps", "2", "--qat-steps", "1", "--threads", "1") == 0
+    start = base / "bitswap-rgb.float.safetensors"
+    args = ("--init", str(start), "--steps", "4", "--qat-steps", "2", "--val-every", "2", "--lr", "1e-2", "--lr-end", "1e-2",
+            "--qat-lr", "1e-2", "--threads", "1")
+    assert _train(data, tmp_path / "moving", *args) == 0
+    assert _train(data, tmp_path / "still", *args, "--ema", "0.999999") == 0
+    assert _train(data, tmp_path / "parts", *args, "--ema", "0.999999", "--max-steps", "3") == 0
+    assert _train(data, tmp_path / "parts", *args, "--ema", "0.999999", "--resume") == 0
+
+    def params(run: Path) -> torch.Tensor:
+        return torch.cat([p.detach().flatten() for p in load_float_model(run / "bitswap-rgb.float.safetensors").parameters()])
+
+    moved, kept = (params(tmp_path / run) - params(base) for run in ("moving", "still"))
+    assert kept.abs().max() < 1e-3 * moved.abs().max()
+    log = [r for r in read_log(tmp_path / "still" / "log.jsonl") if "train_bpd" in r]
+    assert all(r["val_current_bpd"] != r["val_bpd"] for r in log)  # the weights trained, the average stayed
+    hashes = [json.loads((tmp_path / run / "summary.json").read_text())["content_hash"] for run in ("still", "parts")]
+    assert hashes[0] == hashes[1]
+    assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "bad"), "--ema", "1"]) == 1
 
 
 def test_qat_never_raises_the_rate_the_float_phase_ended_at() -> None:
