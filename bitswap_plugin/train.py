@@ -337,8 +337,7 @@ class Trainer:
         return state["optimizer"]
 
     def _start_average(self, saved: list[torch.Tensor] | None = None) -> None:
-        """Start the moving average at ``saved``, else at the current weights (also when a checkpoint
-        written before ``ema`` was set resumes with it)."""
+        """Start the moving average at ``saved`` (a checkpoint's), else at the current weights."""
         if not self.settings.ema:
             self.average = None
         elif saved is not None:
@@ -447,15 +446,17 @@ class Trainer:
         """
         started = time.monotonic()
         optimizer_state = None
-        if resume and (self.out / CHECKPOINT).exists():
+        resuming = resume and (self.out / CHECKPOINT).exists()
+        if resuming:
             optimizer_state = self._load(adopt_steps=minutes is not None)
         else:
             self._initialise()
             if minutes is not None:
                 self.plan(minutes)
-            self._start_average()
         s = self.settings
         net = self._wrap()
+        if not resuming:
+            self._start_average()  # after DDP gave every rank rank 0's weights
         optimizer = self._optimizer()
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
