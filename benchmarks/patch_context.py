@@ -1,13 +1,14 @@
-"""Does a larger patch pay? The -ELBO of crops coded whole against the same crops cut into 32x32 patches.
+"""Does a larger patch pay? The -ELBO of crops taken whole against the same crops cut into 32x32 patches.
 
     python benchmarks/patch_context.py --models polyphase-rgb-l2 polyphase-gray-l2 [--sizes 64 128] [--json OUT]
 
 The coder cuts images into independent 32x32 patches, so pixels at a patch's
 edge lose the context across it. The networks are fully convolutional, so
-the float model (``models/<name>.float.safetensors``) can also run on a whole
-64x64 or 128x128 crop; the difference between that and the same crop as
-32x32 tiles bounds what larger patches (or conditioning a patch on its
-decoded neighbours) could save with this model. Crops are fixed random
+the model's training form (``models/<name>.float.safetensors``, in its
+quantized mode: the integer model's arithmetic, emulated) can also run on a
+whole 64x64 or 128x128 crop; the difference between that -ELBO and the same
+crop's as 32x32 tiles bounds what larger patches (or conditioning a patch on
+its decoded neighbours) could save with this model. Crops are fixed random
 crops of the held-out photos (``photos-large``'s ``val.txt``; never Kodak),
 one posterior sample each with the same seed. Bits per subpixel.
 """
@@ -40,8 +41,8 @@ def measure(name: str, val_paths: list[Path], size: int, count: int) -> dict:
     crops = validation_patches(val_paths, count, model.config.channels == 1, size)
     whole = neg_elbo(model, crops, max(1, PIXELS_PER_BATCH // size**2), torch.Generator().manual_seed(0))
     tiled = neg_elbo(model, tiles(crops), 64, torch.Generator().manual_seed(0))
-    return {"model": name, "size": size, "crops": count, "whole": whole, "tiled": tiled, "gain": tiled - whole,
-            "gain_percent": 100 * (tiled - whole) / tiled}
+    return {"model": name, "quantized": model.quantized, "size": size, "crops": count, "whole": whole, "tiled": tiled,
+            "gain": tiled - whole, "gain_percent": 100 * (tiled - whole) / tiled}
 
 
 def main(argv: list[str] | None = None) -> int:
