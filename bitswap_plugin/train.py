@@ -42,7 +42,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.optim.swa_utils import get_ema_multi_avg_fn
 from PIL import Image
 from tqdm import tqdm
 
@@ -238,7 +237,8 @@ class Settings:
     ema: float = 0.0
     """Decay of an exponential moving average of the weights (0: none). Validation, QAT's start
     and export use the average: on these models the validation -ELBO follows the learning rate,
-    and the average gives low-rate weights while training moves at a higher rate."""
+    and the average gives low-rate weights while training moves at a higher rate. Until it holds
+    ``1 / (1 - ema)`` steps it is their plain mean, so it carries no bias towards where it started."""
     free_bits: float = 1.0
     val_images: int = 5
     """Hold out the last this many --data images for validation (unless val_data is given)."""
@@ -291,7 +291,8 @@ class Trainer:
         self.step = 0
         self.average: list[torch.Tensor] | None = None
         """The moving average of the parameters (``settings.ema``), in ``parameters()`` order."""
-        self._update_average = get_ema_multi_avg_fn(settings.ema)
+        self.averaged_steps = 0
+        """How many weights the average holds (the ones it started at count as one)."""
         self.noise = torch.Generator(device=device)
         self.float_val: float | None = None
 
@@ -318,7 +319,7 @@ class Trainer:
             "float_val": -1.0 if self.float_val is None else self.float_val,
         }
         if self.average is not None:
-            state["average"] = self.average
+            state["average"], state["averaged_steps"] = self.average, self.averaged_steps
         temp = self.out / (CHECKPOINT + ".part")
         torch.save(state, temp)
         os.replace(temp, self.out / CHECKPOINT)
@@ -333,17 +334,28 @@ class Trainer:
         self.step = int(state["step"])
         self.model.load_state_dict(state["model"])
         self.float_val = None if state["float_val"] < 0 else float(state["float_val"])
-        self._start_average(state.get("average"))
+        # checkpoints from before the plain-mean start hold no count: they continue at the full decay
+        self._start_average(state.get("average"), int(state.get("averaged_steps", 1 << 62)))
         return state["optimizer"]
 
-    def _start_average(self, saved: list[torch.Tensor] | None = None) -> None:
-        """Start the moving average at ``saved`` (a checkpoint's), else at the current weights."""
+    def _start_average(self, saved: list[torch.Tensor] | None = None, count: int = 1) -> None:
+        """Start the moving average at ``saved`` (a checkpoint's, holding ``count`` weights), else at the current weights."""
+        self.averaged_steps = count
         if not self.settings.ema:
             self.average = None
         elif saved is not None:
             self.average = [t.to(self.device) for t in saved]
         else:
             self.average = [p.detach().clone() for p in self.model.parameters()]
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """Move the average towards the current weights: the plain mean of all it holds while that
+        is fewer than ``1 / (1 - ema)``, then an exponential average of decay ``ema``."""
+        decay = min(self.settings.ema, self.averaged_steps / (self.averaged_steps + 1))
+        for average, param in zip(self.average, self.model.parameters(), strict=True):
+            average.lerp_(param.detach(), 1 - decay)
+        self.averaged_steps += 1
 
     @contextlib.contextmanager
     def _averaged(self) -> Iterator[None]:
@@ -476,7 +488,7 @@ class Trainer:
             x = self.train_data.sample(s.batch, self._streams(0), transpose=s.transpose, synthetic=s.synthetic).to(self.device, non_blocking=True)
             window_sum += self._train_step(net, optimizer, x)
             if self.average is not None:
-                self._update_average(self.average, [p.detach() for p in self.model.parameters()], None)
+                self._update_average()
             window_steps += 1
             self.step += 1
             bar.update(1)
