@@ -44,7 +44,8 @@ _GRAPHICS_BITS = 1.0
 """When fast WebP needs at most this many bits per subpixel (graphics: text, charts, palettes,
 masks), also try WebP's best effort, up to 30 % smaller there and quick on such content."""
 
-Progress = Callable[[int], None]
+Progress = Callable[[int, int], None]
+"""Called as the learned coder goes, with (patches coded so far, patches to code)."""
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,8 @@ def compress(
     a bits-back scheme, ``"raw"``, ``"png"`` or ``"webp"`` a classical method.
 
     ``device`` picks where the work runs (:func:`resolve_device`); every device
-    writes the same bytes. ``pins`` (model name -> SHA-256) makes coding with
+    writes the same bytes. ``progress(done, total)`` is called as the learned
+    coder codes patches (not at all when a classical method is chosen). ``pins`` (model name -> SHA-256) makes coding with
     any other model file a :class:`ModelNotFoundError`, raised before any
     work. ``metadata`` (str -> bytes, at most 1 MiB in all; names such as
     ``icc_profile``, ``exif``, ``dpi``) is stored, checksummed, in the header
@@ -407,7 +409,8 @@ def decompress(
     truncated or foreign input, for missing models, and when the decoded pixels
     do not match the stored checksum. ``device`` (:func:`resolve_device`) and
     ``batch_size`` (patches per network call; default 32 on CPU, 512 on CUDA)
-    change where and how the work runs, never the result.
+    change where and how the work runs, never the result. ``progress(done,
+    total)`` is called as the learned decoder decodes patches.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CorruptFileError(f"expected .bsw bytes, got {type(data).__name__}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import secrets
@@ -14,7 +15,7 @@ from tqdm import tqdm
 
 from . import api
 from .errors import BitSwapError, CorruptFileError, InvalidImageError, InvalidOptionError, TruncatedFileError
-from .fileformat import AUTO, CODING_METHODS, MAGIC, MODE_BY_CHANNELS, MODES, PATCH
+from .fileformat import AUTO, CODING_METHODS, MAGIC
 from .images import from_array, metadata_of, save_options, to_array
 
 LOSSLESS_OUTPUTS = {
@@ -60,11 +61,16 @@ def _write_output(path: str, data: bytes) -> None:
         raise
 
 
-def _progress_bar(args: argparse.Namespace, desc: str, frames: int, height: int, width: int, mode: str) -> tqdm:
-    """Patches coded out of all of them (the seed patch aside), with the time left; shown only on a
-    terminal, only for work over a second."""
-    total = len(MODES[mode].planes) * frames * -(-height // PATCH) * -(-width // PATCH) - 1
-    return tqdm(desc=desc, total=total, unit="patch", delay=1.0, disable=args.quiet or not sys.stderr.isatty(), leave=False)
+def _progress_bar(args: argparse.Namespace, desc: str) -> tqdm:
+    """Patches coded out of all of them, with the time left; shown only on a terminal, only for
+    work over a second. Feed it with :func:`_advance`."""
+    return tqdm(desc=desc, unit="patch", delay=1.0, disable=args.quiet or not sys.stderr.isatty(), leave=False)
+
+
+def _advance(bar: tqdm, done: int, total: int) -> None:
+    """An :data:`api.Progress` callback: the coder knows the total (the planes it codes, not the image's)."""
+    bar.total = total
+    bar.update(done - bar.n)
 
 
 def _name(path: str) -> str:
@@ -86,10 +92,9 @@ def _compress(args: argparse.Namespace) -> None:
             array, metadata = to_array(image), metadata_of(image)
     except UnidentifiedImageError:
         raise InvalidImageError(f"{_name(args.input)}: cannot identify an image format Pillow reads") from None
-    mode = MODE_BY_CHANNELS[1 if array.ndim == 2 else array.shape[2]].name
-    frames, (height, width) = 1, array.shape[:2]
-    with _progress_bar(args, "compress", frames, height, width, mode) as bar:
-        data = api.compress(array, model=args.model, method=args.method, device=args.device, progress=bar.update, metadata=metadata)
+    with _progress_bar(args, "compress") as bar:
+        data = api.compress(array, model=args.model, method=args.method, device=args.device, progress=functools.partial(_advance, bar),
+                            metadata=metadata)
     _write_output(args.output or _default_output(args.input, ".bsw"), data)
     if not args.quiet and (args.output or args.input) != "-":
         info = api.read_info(data)
@@ -117,8 +122,8 @@ def _decompress(args: argparse.Namespace) -> None:
     fmt, options = _output_format(output, args.allow_lossy)
     data = _read_input(args.input)
     info = api.read_info(data)
-    with _progress_bar(args, "decompress", info.frames, info.height, info.width, info.coded_mode) as bar:
-        array = api.decompress(data, device=args.device, progress=bar.update)
+    with _progress_bar(args, "decompress") as bar:
+        array = api.decompress(data, device=args.device, progress=functools.partial(_advance, bar))
     image, buffer = from_array(array), io.BytesIO()
     try:
         image.save(buffer, format=fmt, **options, **save_options(info.metadata, fmt))

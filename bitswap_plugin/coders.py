@@ -333,13 +333,14 @@ def encode_planes(
     method: str,
     device: torch.device,
     seed_patches: int = 1,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[StreamPlan, AnsCoder]:
     """Code all planes into one ANS message with the current format version: (plan, coder).
 
     Group sizes double (1, 1, 2, 4, ... up to the version's largest group) but
     never beyond what the tail can feed: each group's pops must be paid by bits
     already pushed, else they read phantom words and bits-back saves nothing.
+    ``progress(done, total)`` follows each group, in patches (the seed's aside).
     The need per patch is measured on the groups coded so far. The first
     group, coded before any measurement, gets only MIN_LANES lanes: each lane
     is made of a tail word its pops would otherwise have read.
@@ -368,7 +369,7 @@ def encode_planes(
         position += group.size
         limit = min(plan.version.max_group, 2 * group.size if len(plan.group_sizes) > 1 else 1)
         if progress:
-            progress(group.size)
+            progress(position - seed_patches, len(sequence) - seed_patches)
     return plan, coder
 
 
@@ -383,10 +384,12 @@ def decode_planes(
     planes: Sequence[Plane],
     plan: StreamPlan,
     batch: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """Decode into the (preallocated, uint8) ``plane.pixels`` tensors, in place, following ``plan``;
-    ``batch`` patches per network call (default :func:`network_batch`)."""
+    ``batch`` patches per network call (default :func:`network_batch`); ``progress(done, total)``
+    follows each group, in patches (the seed's aside)."""
+    done, total = 0, sum(plan.group_sizes)
     for group in reversed(schedule(planes, plan)):
         padding = torch.cat([planes[p].grid.padding_mask(a, b, coder.device) for p, a, b in group.segments])
         context = _context(planes, group, padding, batch or network_batch(coder.device), plan.version, decoding=True)
@@ -395,8 +398,9 @@ def decode_planes(
         for part, (p, a, b) in zip(x.split([b - a for _, a, b in group.segments]), group.segments, strict=True):
             planes[p].grid.insert(planes[p].pixels, part, a, b)
         coder.shrink(group.lanes_added)
+        done += group.size
         if progress:
-            progress(group.size)
+            progress(done, total)
     if coder.num_lanes:
         raise CorruptFileError("corrupt stream: lanes left after decoding")
     words = -(-plan.seed_length // 4)

@@ -109,7 +109,7 @@ def test_auto_keeps_the_smallest_candidate(crop: tuple[slice, slice]) -> None:
     with Image.open(SAMPLE) as im:
         photo = np.asarray(im.convert("RGB"))[crop]
     calls: list[int] = []
-    auto = _roundtrip(photo, progress=calls.append)
+    auto = _roundtrip(photo, progress=lambda done, total: calls.append(done))
     forced = _roundtrip(photo, method="bitswap")
     assert calls, "the learned coder ran"
     assert len(auto) <= min(len(forced), photo.nbytes + 40, _fallback_bytes(photo) + 40)
@@ -119,7 +119,7 @@ def test_auto_keeps_the_smallest_candidate(crop: tuple[slice, slice]) -> None:
 def test_learned_coder_skipped_where_its_estimate_loses() -> None:
     """A screenshot of 128 patches: the -ELBO of 64 patches says Bit-Swap would be far larger."""
     calls: list[int] = []
-    data = _roundtrip(GRAPHICS["text-screenshot"](), progress=calls.append)
+    data = _roundtrip(GRAPHICS["text-screenshot"](), progress=lambda done, total: calls.append(done))
     assert not calls and bsw.read_info(data).method == "webp"
 
 
