@@ -410,7 +410,8 @@ def decompress(
     do not match the stored checksum. ``device`` (:func:`resolve_device`) and
     ``batch_size`` (patches per network call; default 32 on CPU, 512 on CUDA)
     change where and how the work runs, never the result. ``progress(done,
-    total)`` is called as the learned decoder decodes patches.
+    total)`` is called as the learned decoder decodes patches (not for a
+    classical stream, nor one whose patches are all in its seed).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CorruptFileError(f"expected .bsw bytes, got {type(data).__name__}")

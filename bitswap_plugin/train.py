@@ -7,8 +7,9 @@ One run has three phases, all resumable from the checkpoint in ``--out``:
    transposes too), learning rate decaying exponentially from ``--lr`` to
    ``--lr-end``, gradient clipping at norm 1, free bits (KL clamped at
    ``--free-bits`` bits per layer and channel), data-dependent init, or the
-   weights of an earlier run with ``--init``; with ``--ema`` an exponential
-   moving average of the weights, which validation, QAT's start and export use;
+   weights of an earlier run with ``--init``; with ``--ema`` a moving average
+   of the weights (a plain mean at first), which validation, QAT's start and
+   export use;
 2. **qat**: calibration of every quantizer, then quantization-aware
    fine-tuning with the integer network's arithmetic in the loop;
 3. **export**: the integer model the codec uses (``<out>/<name>.safetensors``),
@@ -334,8 +335,8 @@ class Trainer:
         self.step = int(state["step"])
         self.model.load_state_dict(state["model"])
         self.float_val = None if state["float_val"] < 0 else float(state["float_val"])
-        # checkpoints from before the plain-mean start hold no count: they continue at the full decay
-        self._start_average(state.get("average"), int(state.get("averaged_steps", 1 << 62)))
+        # an average saved before the plain-mean start has no count: it continues at the full decay
+        self._start_average(state.get("average"), int(state.get("averaged_steps", 1 << 62 if "average" in state else 1)))
         return state["optimizer"]
 
     def _start_average(self, saved: list[torch.Tensor] | None = None, count: int = 1) -> None:

@@ -123,9 +123,9 @@ def test_stack_is_one_chain_and_keeps_its_shape(channels, photo):
 def test_progress_counts_the_patches_of_the_planes_coded(kind, photo):
     """Progress goes up to the patches the coder codes: one plane for an RGB image whose channels
     are equal, two for RGBA (colour and alpha), never the image's channel count."""
-    grey = np.repeat(photo[:64, :96, 1:2], 3, axis=2)
-    image = grey if kind == "grey RGB" else np.dstack([photo[:64, :96], photo[:64, :96, 0] // 2 + 64])
-    patches = (1 if kind == "grey RGB" else 2) * 6 - 1  # 6 patches of 96x64 per plane, the seed's aside
+    colour = np.resize(photo, (128, 160, 3))  # 20 patches a plane: more than a small image, which may seed them all
+    image = np.repeat(colour[..., 1:2], 3, axis=2) if kind == "grey RGB" else np.dstack([colour, colour[..., 0] // 2 + 64])
+    patches = (1 if kind == "grey RGB" else 2) * 20 - 1  # the seed patch aside
     calls: dict[str, list[tuple[int, int]]] = {"compress": [], "decompress": []}
     data = bsw.compress(image, method="bitswap", progress=lambda *call: calls["compress"].append(call))
     np.testing.assert_array_equal(bsw.decompress(data, progress=lambda *call: calls["decompress"].append(call)), image)
