@@ -340,10 +340,10 @@ def encode_planes(
     Group sizes double (1, 1, 2, 4, ... up to the version's largest group) but
     never beyond what the tail can feed: each group's pops must be paid by bits
     already pushed, else they read phantom words and bits-back saves nothing.
-    ``progress(done, total)`` follows each group, in patches (the seed's aside).
     The need per patch is measured on the groups coded so far. The first
     group, coded before any measurement, gets only MIN_LANES lanes: each lane
     is made of a tail word its pops would otherwise have read.
+    ``progress(done, total)`` follows each group, in patches (the seed's aside).
     """
     plan = StreamPlan(method, seed_patches)
     seed = encode_seed([planes[p].pixels[:, rows, cols].cpu().numpy() for p, rows, cols in _seed_blocks(planes, seed_patches)])
