@@ -272,9 +272,10 @@ def compress(
     writes the same bytes. ``progress(done, total)`` is called as the learned
     coder codes patches (not at all when a classical method is chosen).
     ``pins`` (model name -> SHA-256) makes coding with any other model file a
-    :class:`ModelNotFoundError`, raised before any work. ``metadata`` (str -> bytes, at most 1 MiB in all; names such as
-    ``icc_profile``, ``exif``, ``dpi``) is stored, checksummed, in the header
-    and returned by :func:`read_info`.
+    :class:`ModelNotFoundError`, raised before any work. ``metadata`` (str ->
+    bytes, at most 1 MiB in all; names such as ``icc_profile``, ``exif``,
+    ``dpi``) is stored, checksummed, in the header and returned by
+    :func:`read_info`.
     """
     check_method(method)
     stack, mode, is_stack, channel_axis = _as_stack(array)
