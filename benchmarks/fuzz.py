@@ -62,7 +62,7 @@ import torch
 from PIL import Image
 
 import bitswap_plugin as bsw
-from bitswap_plugin import api, container, zoo
+from bitswap_plugin import api, coders, container, zoo
 from bitswap_plugin.errors import BitSwapError
 from bitswap_plugin.fileformat import MODES
 from bitswap_plugin.numcodecs_codec import BitSwap
@@ -148,6 +148,7 @@ def seed_files(deep: bool = True) -> dict[str, bytes]:
     and with ``deep`` files named ``deep-...``, coded through the network: a seed patch
     and one coded patch, the fewest a network decode can have; for those the
     all-deflate option of ``compress`` is switched off while they are written.
+    Seeds of more than one patch are switched off for all of them.
     """
     with Image.open(SAMPLE) as image:
         rgb = np.asarray(image.convert("RGB"))
@@ -168,12 +169,13 @@ def seed_files(deep: bool = True) -> dict[str, bytes]:
     }
     files = {}
     for group, small in ((stored, 1 << 30), (coded if deep else {}, 0)):
-        saved, api._SMALL_IMAGE_PATCHES = api._SMALL_IMAGE_PATCHES, small
+        saved = api._SMALL_IMAGE_PATCHES, coders.MAX_SEED_PATCHES
+        api._SMALL_IMAGE_PATCHES, coders.MAX_SEED_PATCHES = small, 1
         try:
             for name, (array, model, method) in group.items():
                 files[name] = bsw.compress(array, model=model, method=method)
         finally:
-            api._SMALL_IMAGE_PATCHES = saved
+            api._SMALL_IMAGE_PATCHES, coders.MAX_SEED_PATCHES = saved
     return files
 
 

@@ -346,10 +346,10 @@ def _learned_stream(
     unique = list(dict.fromkeys(names))
     planes = _planes(coded, mode, names, device)
     total_patches = sum(len(plane.grid) for plane in planes)
-    candidates = [1] if total_patches > _SMALL_IMAGE_PATCHES else sorted({1, total_patches})
+    candidates = [None] if total_patches > _SMALL_IMAGE_PATCHES else [None, total_patches]
     best = None
     for seed_patches in candidates:
-        plan, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches == 1 else None)
+        plan, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches is None else None)
         num_lanes, head, tail = coder.to_bytes()
         learned = dataclasses.replace(
             header,
@@ -490,7 +490,7 @@ def message_bits(array: object, *, model: str | None = None, method: str = "bits
         raise InvalidOptionError(f"message_bits measures a bits-back method ({', '.join(METHODS)}), not {method!r}")
     stack, mode, *_ = _as_stack(array)
     device = resolve_device("cpu")
-    _, coder = encode_planes(_planes(stack, mode, _choose_models(mode, model), device), method, device)
+    _, coder = encode_planes(_planes(stack, mode, _choose_models(mode, model), device), method, device, seed_patches=1)
     _, heads, tail = coder.to_bytes()
     return 8 * (len(heads) + len(tail))
 

@@ -19,7 +19,8 @@ encoder rather than being kept in step by hand:
 The patches of all planes form one chain:
 
 * the first patch is the *seed*: it is deflated and laid at the bottom of the
-  stack, so the first pops read real image bits, not random ones;
+  stack, so the first pops read real image bits, not random ones; where it
+  holds fewer bits than those pops take, the seed holds more patches;
 * the other patches are coded in groups that grow geometrically (1, 1, 2, 4,
   ...) as far as the bits already pushed can feed their pops, so n patches
   need O(log n) sequential network passes; before each group the coder turns
@@ -328,49 +329,111 @@ def _context(planes: Sequence[Plane], group: Group, padding: torch.Tensor, batch
     return GroupContext(model, group.size, padding.device, known, batch, version.spread_posterior, fill)
 
 
+MAX_SEED_PATCHES = 16
+"""Most patches a seed holds when :func:`encode_planes` chooses it."""
+
+
+class _ChainEncoder:
+    """An encoder partway along the chain: its plan so far, its message and its position."""
+
+    def __init__(self, planes: Sequence[Plane], method: str, device: torch.device, seed_patches: int) -> None:
+        self.planes, self.method, self.device = planes, method, device
+        self.sequence = _patch_sequence(planes)
+        self.plan = StreamPlan(method, seed_patches)
+        seed = encode_seed([planes[p].pixels[:, rows, cols].cpu().numpy() for p, rows, cols in _seed_blocks(planes, seed_patches)])
+        self.plan.seed_length = len(seed)
+        self.coder = AnsCoder(device)
+        self.coder.push_words(_words(seed, device))
+        self.budget = lane_budget(sum(p.pixels.numel() for p in planes), self.plan.version)
+        self.position = seed_patches
+        self.limit, self.words_per_patch = 1, 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.position == len(self.sequence)
+
+    def code_group(self, stop: int | None = None) -> None:
+        """Code the next group (ending at chain position ``stop`` at the latest)."""
+        coder, plan = self.coder, self.plan
+        affordable = int(coder.tail_length / (FEED_MARGIN * self.words_per_patch)) if self.words_per_patch else self.limit
+        size = max(1, min(self.limit, affordable, (stop or len(self.sequence)) - self.position))
+        group = Group(_next_group(self.planes, self.sequence, self.position, size), 0)
+        model = self.planes[group.segments[0][0]].model
+        group.lanes_added = _lanes_to_add(coder, group.size, model, self.budget if self.words_per_patch else MIN_LANES)
+        coder.grow(group.lanes_added)
+        x, padding = _group_input(self.planes, group, self.device)
+        context = _context(self.planes, group, padding, network_batch(self.device), plan.version)
+        eaten = encode_group(coder, context, x, METHODS[self.method](model.config.latent_layers))
+        self.words_per_patch = max(self.words_per_patch, eaten / group.size)
+        plan.group_sizes.append(group.size)
+        plan.lanes_added.append(group.lanes_added)
+        self.position += group.size
+        self.limit = min(plan.version.max_group, 2 * group.size if len(plan.group_sizes) > 1 else 1)
+
+    def start(self) -> None:
+        """Code groups until one reads no phantom words (the start-up, where the seed feeds the pops)."""
+        while not self.done:
+            phantom = self.coder.phantom_words
+            self.code_group()
+            if self.coder.phantom_words == phantom:
+                return
+
+
+def _started_chain(planes: Sequence[Plane], method: str, device: torch.device) -> _ChainEncoder:
+    """The chain begun on the seed, of 1, 2, 4 ... patches, that leaves it shortest.
+
+    Until the tail can feed them, the first groups' posterior pops read phantom
+    words: a random sample of up to one patch's posterior information (some
+    20,000 bits) that the file then carries without getting it back. Where the
+    first patch deflates to less than that (flat or smooth content, small
+    images), a larger seed feeds the pops with image bits instead, at deflate's
+    rate rather than the model's. Each seed is compared with the best so far
+    after both have coded the same patches; the search stops at a seed that
+    does not pay or once no phantom word is read.
+    """
+    best = _ChainEncoder(planes, method, device, 1)
+    best.start()
+    seed_patches = 2
+    while best.coder.phantom_words and seed_patches <= min(MAX_SEED_PATCHES, len(best.sequence)):
+        trial = _ChainEncoder(planes, method, device, seed_patches)
+        trial.start()
+        position = max(best.position, trial.position)
+        for chain in (best, trial):
+            while chain.position < position:
+                chain.code_group(position)
+        if trial.coder.bit_length() >= best.coder.bit_length():
+            break
+        best, seed_patches = trial, 2 * seed_patches
+    return best
+
+
 def encode_planes(
     planes: Sequence[Plane],
     method: str,
     device: torch.device,
-    seed_patches: int = 1,
+    seed_patches: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[StreamPlan, AnsCoder]:
     """Code all planes into one ANS message with the current format version: (plan, coder).
 
-    Group sizes double (1, 1, 2, 4, ... up to the version's largest group) but
-    never beyond what the tail can feed: each group's pops must be paid by bits
-    already pushed, else they read phantom words and bits-back saves nothing.
-    The need per patch is measured on the groups coded so far. The first
-    group, coded before any measurement, gets only MIN_LANES lanes: each lane
-    is made of a tail word its pops would otherwise have read.
-    ``progress(done, total)`` follows each group, in patches (the seed's aside).
+    The seed holds the first ``seed_patches`` patches (default: as many as
+    make the message shortest, see :func:`_started_chain`). Group sizes double
+    (1, 1, 2, 4, ... up to the version's largest group) but never beyond what
+    the tail can feed: each group's pops must be paid by bits already pushed,
+    else they read phantom words and bits-back saves nothing. The need per
+    patch is measured on the groups coded so far. The first group, coded
+    before any measurement, gets only MIN_LANES lanes: each lane is made of a
+    tail word its pops would otherwise have read. ``progress(done, total)``
+    follows each group, in patches (the seed's aside).
     """
-    plan = StreamPlan(method, seed_patches)
-    seed = encode_seed([planes[p].pixels[:, rows, cols].cpu().numpy() for p, rows, cols in _seed_blocks(planes, seed_patches)])
-    plan.seed_length = len(seed)
-    coder = AnsCoder(device)
-    coder.push_words(_words(seed, device))
-    budget = lane_budget(sum(p.pixels.numel() for p in planes), plan.version)
-    sequence = _patch_sequence(planes)
-    position = seed_patches
-    limit, words_per_patch = 1, 0.0
-    while position < len(sequence):
-        affordable = int(coder.tail_length / (FEED_MARGIN * words_per_patch)) if words_per_patch else limit
-        group = Group(_next_group(planes, sequence, position, max(1, min(limit, affordable))), 0)
-        model = planes[group.segments[0][0]].model
-        group.lanes_added = _lanes_to_add(coder, group.size, model, budget if words_per_patch else MIN_LANES)
-        coder.grow(group.lanes_added)
-        x, padding = _group_input(planes, group, device)
-        context = _context(planes, group, padding, network_batch(device), plan.version)
-        eaten = encode_group(coder, context, x, METHODS[method](model.config.latent_layers))
-        words_per_patch = max(words_per_patch, eaten / group.size)
-        plan.group_sizes.append(group.size)
-        plan.lanes_added.append(group.lanes_added)
-        position += group.size
-        limit = min(plan.version.max_group, 2 * group.size if len(plan.group_sizes) > 1 else 1)
-        if progress:
-            progress(position - seed_patches, len(sequence) - seed_patches)
-    return plan, coder
+    chain = _started_chain(planes, method, device) if seed_patches is None else _ChainEncoder(planes, method, device, seed_patches)
+    total = len(chain.sequence) - chain.plan.seed_patches
+    while True:
+        if progress and chain.plan.group_sizes:
+            progress(chain.position - chain.plan.seed_patches, total)
+        if chain.done:
+            return chain.plan, chain.coder
+        chain.code_group()
 
 
 def _fill_padding(planes: Sequence[Plane], group: Group, x: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from PIL import Image
 
 import bitswap_plugin as bsw
 from bitswap_plugin import container, zoo
@@ -12,6 +15,8 @@ from bitswap_plugin.integer_model import integer_neg_elbo
 from bitswap_plugin.patches import PatchGrid
 
 from conftest import kodak_image
+
+SAMPLE = Path(bsw.__file__).resolve().parent / "samples" / "astronaut.png"
 
 
 def _start_up_bits(model, patch: torch.Tensor) -> float:
@@ -41,3 +46,17 @@ def test_payload_is_within_one_percent_of_neg_elbo_plus_start_up():
     overhead = (payload_bits - fixed_bits - elbo_bits) / elbo_bits
     assert overhead < 0.01, f"payload {payload_bits}, fixed {fixed_bits:.0f}, -ELBO {elbo_bits:.0f}: {overhead:+.2%}"
     assert payload_bits > elbo_bits * 0.99  # no free lunch: the estimate and the file agree
+
+
+def test_a_larger_seed_feeds_the_start_up_where_the_first_patches_are_flat():
+    """A flat first patch deflates to a few bytes, so the first pops would read phantom words, a
+    random sample the file carries without getting back (some 20,000 bits): compress seeds more
+    patches, and the message comes out smaller than with the one-patch seed."""
+    with Image.open(SAMPLE) as sample:
+        image = np.array(sample.convert("RGB"))[:128, :160]  # 20 patches: too many to deflate all
+    image[:32, :64] = (90, 120, 150)
+    data = bsw.compress(image, method="bitswap")
+    header, head, tail = container.unpack(data)
+    assert header.plan.seed_patches > 1
+    assert 8 * (len(head) + len(tail)) < 0.95 * bsw.api.message_bits(image)
+    np.testing.assert_array_equal(bsw.decompress(data), image)

