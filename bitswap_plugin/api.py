@@ -347,9 +347,12 @@ def _learned_stream(
     planes = _planes(coded, mode, names, device)
     total_patches = sum(len(plane.grid) for plane in planes)
     candidates = [None] if total_patches > _SMALL_IMAGE_PATCHES else [None, total_patches]
-    best = None
+    best, seeds_tried = None, set()
     for seed_patches in candidates:
+        if seed_patches in seeds_tried:
+            continue  # the seed search already took every patch
         plan, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches is None else None)
+        seeds_tried.add(plan.seed_patches)
         num_lanes, head, tail = coder.to_bytes()
         learned = dataclasses.replace(
             header,

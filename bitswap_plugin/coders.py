@@ -18,9 +18,9 @@ encoder rather than being kept in step by hand:
 
 The patches of all planes form one chain:
 
-* the first patch is the *seed*: it is deflated and laid at the bottom of the
-  stack, so the first pops read real image bits, not random ones; where it
-  holds fewer bits than those pops take, the seed holds more patches;
+* the first patches are the *seed*: deflated and laid at the bottom of the
+  stack, so that the first pops read real image bits, not random ones (one
+  patch, or more where one holds fewer bits than those pops take);
 * the other patches are coded in groups that grow geometrically (1, 1, 2, 4,
   ...) as far as the bits already pushed can feed their pops, so n patches
   need O(log n) sequential network passes; before each group the coder turns
@@ -356,7 +356,7 @@ class _ChainEncoder:
         """Code the next group (ending at chain position ``stop`` at the latest)."""
         coder, plan = self.coder, self.plan
         affordable = int(coder.tail_length / (FEED_MARGIN * self.words_per_patch)) if self.words_per_patch else self.limit
-        size = max(1, min(self.limit, affordable, (stop or len(self.sequence)) - self.position))
+        size = max(1, min(self.limit, affordable, (len(self.sequence) if stop is None else stop) - self.position))
         group = Group(_next_group(self.planes, self.sequence, self.position, size), 0)
         model = self.planes[group.segments[0][0]].model
         group.lanes_added = _lanes_to_add(coder, group.size, model, self.budget if self.words_per_patch else MIN_LANES)
@@ -380,16 +380,17 @@ class _ChainEncoder:
 
 
 def _started_chain(planes: Sequence[Plane], method: str, device: torch.device) -> _ChainEncoder:
-    """The chain begun on the seed, of 1, 2, 4 ... patches, that leaves it shortest.
+    """The chain begun on a seed of 1 patch, or of 2, 4 ... while that makes the message shorter.
 
     Until the tail can feed them, the first groups' posterior pops read phantom
-    words: a random sample of up to one patch's posterior information (some
-    20,000 bits) that the file then carries without getting it back. Where the
-    first patch deflates to less than that (flat or smooth content, small
-    images), a larger seed feeds the pops with image bits instead, at deflate's
-    rate rather than the model's. Each seed is compared with the best so far
-    after both have coded the same patches; the search stops at a seed that
-    does not pay or once no phantom word is read.
+    words: a random sample of up to one patch's posterior information (13,000
+    to 24,000 bits with the default models) that the file then carries without
+    getting it back. Where the first patch deflates to less than that (flat or
+    smooth content, most grey images), a larger seed feeds the pops with image
+    bits instead, at deflate's rate rather than the model's. The seed doubles
+    while the best chain so far reads phantom words and the larger seed's
+    message is shorter once both have coded the same patches (the one behind
+    codes up to the other's position, so its group there may be cut short).
     """
     best = _ChainEncoder(planes, method, device, 1)
     best.start()
