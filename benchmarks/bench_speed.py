@@ -19,9 +19,9 @@
 * ``busy``: the ``bitswap`` command compressing (``--method bitswap``) and
   decompressing the timing image as a user runs it, on the machine as it is and
   with ``--busy`` extra processes spinning on the CPU, with the command's
-  default (idle threads sleep: ``OMP_WAIT_POLICY=PASSIVE``) and with
-  ``OMP_WAIT_POLICY=ACTIVE`` (OpenMP's spinning default before); every run must
-  write the same bytes.
+  default (idle threads sleep: ``OMP_WAIT_POLICY=PASSIVE``), the same on one
+  thread (``OMP_NUM_THREADS=1``) and with ``OMP_WAIT_POLICY=ACTIVE`` (OpenMP's
+  spinning default before); every run must write the same bytes.
 
 Test images are real photos: mosaics of the Kodak images (benchmark-only data). Each section is stored under its own key in
 benchmarks/results/speed.json (``--json``), so sections can run separately.
@@ -206,17 +206,23 @@ def _spinning(count: int) -> Iterator[None]:
             spinner.wait()
 
 
+BUSY_SETTINGS = (("default", None), ("default", 1), ("ACTIVE", None))
+"""(OMP_WAIT_POLICY, OMP_NUM_THREADS) of the busy section: the command as it is, on one thread, spinning."""
+
+
 def busy(image_path: Path, extra_load: int, runs: int) -> Iterator[dict]:
-    """Seconds of ``bitswap compress`` and ``decompress`` (fresh processes) by load and wait policy."""
+    """Seconds of ``bitswap compress`` and ``decompress`` (fresh processes) by load, wait policy and threads."""
     with tempfile.TemporaryDirectory() as folder:
         source, coded, restored = Path(folder) / "in.png", Path(folder) / "x.bsw", Path(folder) / "out.png"
         Image.open(image_path).convert("RGB").save(source)
         streams = set()
         for load in (0, extra_load):
-            for policy in ("default", "ACTIVE"):
-                env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            for policy, threads in BUSY_SETTINGS:
+                env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
                 if policy != "default":
                     env["OMP_WAIT_POLICY"] = policy
+                if threads:
+                    env["OMP_NUM_THREADS"] = str(threads)
                 seconds: dict[str, list[float]] = {"compress": [], "decompress": []}
                 with _spinning(load):
                     for _ in range(runs):
@@ -226,7 +232,7 @@ def busy(image_path: Path, extra_load: int, runs: int) -> Iterator[dict]:
                             seconds[command].append(time.perf_counter() - start)
                         streams.add(coded.read_bytes())
                 assert np.array_equal(np.asarray(Image.open(restored)), np.asarray(Image.open(source)))
-                yield {"extra_busy_processes": load, "wait_policy": policy, "compress": _summary(seconds["compress"]),
+                yield {"extra_busy_processes": load, "wait_policy": policy, "threads": threads or "default", "compress": _summary(seconds["compress"]),
                        "decompress": _summary(seconds["decompress"]), "same_bytes": len(streams) == 1}
 
 
@@ -274,9 +280,9 @@ def main() -> None:
                 print(f"| {r['side']} | {r['patches']} | {r['log2_patches']:.0f} | {r['groups']} | {r['encode_passes']} "
                       f"| {r['decode_passes']} | {r['encode_calls']} |")
         if section == "busy":
-            print("\n| extra busy processes | wait policy | compress s (best / median) | decompress s (best / median) | same bytes |\n|---|---|---|---|---|")
+            print("\n| extra busy processes | wait policy | threads | compress s (best / median) | decompress s (best / median) | same bytes |\n|---|---|---|---|---|---|")
             for r in rows:
-                print(f"| {r['extra_busy_processes']} | {r['wait_policy']} | {r['compress']['best_s']:.2f} / {r['compress']['median_s']:.2f} "
+                print(f"| {r['extra_busy_processes']} | {r['wait_policy']} | {r['threads']} | {r['compress']['best_s']:.2f} / {r['compress']['median_s']:.2f} "
                       f"| {r['decompress']['best_s']:.2f} / {r['decompress']['median_s']:.2f} | {r['same_bytes']} |")
 
 if __name__ == "__main__":
