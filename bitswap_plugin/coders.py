@@ -417,8 +417,8 @@ def encode_planes(
 ) -> tuple[StreamPlan, AnsCoder]:
     """Code all planes into one ANS message with the current format version: (plan, coder).
 
-    The seed holds the first ``seed_patches`` patches (default: as many as
-    make the message shortest, see :func:`_started_chain`). Group sizes double
+    The seed holds the first ``seed_patches`` patches (default: 1, or more
+    where that makes the message shorter, see :func:`_started_chain`). Group sizes double
     (1, 1, 2, 4, ... up to the version's largest group) but never beyond what
     the tail can feed: each group's pops must be paid by bits already pushed,
     else they read phantom words and bits-back saves nothing. The need per
