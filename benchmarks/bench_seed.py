@@ -28,23 +28,14 @@ from PIL import Image
 import bitswap_plugin as bsw
 from bitswap_plugin import container, zoo
 from bitswap_plugin.bench.measure import run_metadata
+from model_report import synthetic, validation_paths
 
 ROOT = Path(__file__).resolve().parents[1]
-LARGE = ROOT.parent / "shared" / "datasets" / "photos-large"
 
 
 def photos(val_dir: Path | None) -> dict[str, np.ndarray]:
     """The held-out photos, RGB."""
-    paths = sorted(val_dir.iterdir()) if val_dir else [LARGE / line for line in (LARGE / "val.txt").read_text().split()]
-    return {p.name: np.asarray(Image.open(p).convert("RGB")) for p in paths}
-
-
-def smooth() -> dict[str, np.ndarray]:
-    """Flat and smooth 256x256 images, L (coded by the grey model)."""
-    yy, xx = np.mgrid[0:256, 0:256]
-    planes = {"flat grey": np.full((256, 256), 128), "zeros": np.zeros((256, 256)), "ramp": np.tile(np.arange(256), (256, 1)),
-              "gradient": 96 + 60 * np.sin(yy / 80.0) + 50 * np.cos(xx / 70.0)}
-    return {name: plane.astype(np.uint8) for name, plane in planes.items()}
+    return {p.name: np.asarray(Image.open(p).convert("RGB")) for p in validation_paths(val_dir)}
 
 
 def measure(array: np.ndarray, model: str | None) -> dict | None:
@@ -73,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results: dict[str, dict] = {"photos": {}, "smooth": {}}
-    for kind, source, model in (("photos", photos(args.val_dir), args.model), ("smooth", smooth(), None)):
+    for kind, source, model in (("photos", photos(args.val_dir), args.model), ("smooth", synthetic(1), None)):
         for name, array in source.items():
             r = measure(array, model)
             if r is None:

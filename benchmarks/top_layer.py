@@ -36,7 +36,11 @@ def _sample(dist, generator: torch.Generator) -> torch.Tensor:
 
 
 def terms(model: IntegerVAE, x: torch.Tensor, generator: torch.Generator) -> dict[str, float]:
-    """Bits of the uint8 patches ``x``: usual and pinned -ELBO, and the two posteriors' information."""
+    """Bits of the uint8 patches ``x``: usual and pinned -ELBO, and the two posteriors' information.
+
+    Both -ELBOs use the same z1 sample (a paired comparison), which is why the usual one is
+    summed here rather than taken from :func:`~bitswap_plugin.integer_model.integer_elbo_terms`.
+    """
     x = x.to(torch.int64)
     shape = model.config.latent_shape(x.shape[0])
     q1 = model.posterior(0, x)
