@@ -80,7 +80,10 @@ def _compress(argv: list[str], stderr: str) -> None:
     multiprocessing.set_start_method("fork", force=True)
     with open(stderr, "wb") as err:
         os.dup2(err.fileno(), 2)
-    sys.exit(cli.main(argv))
+    status = cli.main(argv)
+    # the command is over: a SIGINT now would interrupt this harness's process teardown, not the command
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    sys.exit(status)
 
 
 def _classify(path: Path, old: bytes | None, new: bytes) -> str:
