@@ -75,11 +75,15 @@ class ModelConfig:
     channel_conditioning: bool = False
     """p(x|z1) conditions G on R and B on R, G within each pixel (RGB only): three parallel decode steps."""
     name: str = "bitswap"
+    head_input_bits: int = 8
+    """Bits of the activations every network's head reads: above 8, the rounding that costs the most
+    (those activations' 8 bits) shrinks while the head's weights keep their precision."""
 
-    omitted_at_default: ClassVar[tuple[str, ...]] = ()
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("head_input_bits",)
     """Fields :meth:`to_json` leaves out when they hold their default."""
-    growable: ClassVar[tuple[str, ...]] = ()
-    """Fields in which a model may differ from the trained weights it starts from (new networks start fresh)."""
+    growable: ClassVar[tuple[str, ...]] = ("head_input_bits",)
+    """Fields in which a model may differ from the trained weights it starts from (new networks start
+    fresh; the quantizers are calibrated anew anyway)."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -92,6 +96,7 @@ class ModelConfig:
             "latent_step_bits": 0 <= self.latent_step_bits <= 16,
             "channel_conditioning": not self.channel_conditioning or self.channels == 3,
             "name": isinstance(self.name, str) and 0 < len(self.name) <= 64,
+            "head_input_bits": 8 <= self.head_input_bits <= 12,
         }
         for field, ok in checks.items():
             if not ok:
@@ -174,19 +179,28 @@ class NetSpec(NamedTuple):
     pixel_output: bool
     coef_channels: int = 0
     """Extra head outputs: channel-conditioning coefficients (squeezed) of p(x|z1)."""
+    head_in_max: int = ACT_MAX
+    """Largest activation the head reads (``2**head_input_bits - 1``): its weights are budgeted for
+    8-bit inputs, and wider ones are convolved in 8-bit digits (:func:`~bitswap_plugin.fixedpoint.exact_conv2d`)."""
 
 
 def net_specs(config: ModelConfig) -> tuple[list[NetSpec], list[NetSpec]]:
     """Specs of the posterior nets q(z1|x), q(z_{i+1}|z_i) and prior nets p(x|z1), p(z_i|z_{i+1})."""
     c4, zc, k = SQUEEZE**2 * config.channels, config.latent_channels, config.latent_bins
     lat_in, lat_unit = config.delta / 2, 1.0 / config.delta
-    q = [NetSpec(c4, zc, ACT_MAX, 1.0 / ACT_MAX, 5, k, lat_unit, False)]
+    head = head_in_max(config)
+    q = [NetSpec(c4, zc, ACT_MAX, 1.0 / ACT_MAX, 5, k, lat_unit, False, head_in_max=head)]
     coefs = SQUEEZE**2 * CONDITIONING_COEFS if config.channel_conditioning else 0
-    p = [NetSpec(zc, c4, k - 1, lat_in, 3, PIXEL_BINS, ACT_MAX / 2, True, coefs)]
+    p = [NetSpec(zc, c4, k - 1, lat_in, 3, PIXEL_BINS, ACT_MAX / 2, True, coefs, head)]
     for _ in range(config.latent_layers - 1):
-        q.append(NetSpec(zc, zc, k - 1, lat_in, 3, k, lat_unit, False))
-        p.append(NetSpec(zc, zc, k - 1, lat_in, 3, k, lat_unit, False))
+        q.append(NetSpec(zc, zc, k - 1, lat_in, 3, k, lat_unit, False, head_in_max=head))
+        p.append(NetSpec(zc, zc, k - 1, lat_in, 3, k, lat_unit, False, head_in_max=head))
     return q, p
+
+
+def head_in_max(config: ModelConfig) -> int:
+    """Largest activation a network's head reads."""
+    return (1 << config.head_input_bits) - 1
 
 
 def pixels_to_input(x: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import decimal
 import functools
 import threading
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -180,15 +181,33 @@ def _fast_conv_is_exact(device: torch.device, shape: tuple) -> bool:
     return ok
 
 
-def exact_conv2d(x: torch.Tensor, weight: torch.Tensor, bound: int) -> torch.Tensor:
+DIGIT = 256
+"""Inputs too wide for an exact float32 convolution are convolved in base-``DIGIT`` digits."""
+
+
+def by_digits(x: torch.Tensor, conv: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``conv(x)`` for a linear ``conv`` of integer-valued ``x`` with ``|x| < 255 * 256``, as
+    ``256 * conv(high) + conv(low)`` summed in float64, where each digit is below 256 in magnitude
+    (one call, on the digits stacked in the batch dimension)."""
+    low = torch.remainder(x, DIGIT)
+    high, low = conv(torch.cat([(x - low) / DIGIT, low])).double().chunk(2)
+    return high.mul_(DIGIT).add_(low)
+
+
+def exact_conv2d(x: torch.Tensor, weight: torch.Tensor, weight_sum: int, in_max: int) -> torch.Tensor:
     """Same-padded convolution of integer-valued tensors, exact, as float32 (fast path) or float64.
 
-    ``bound`` is a proven upper bound of ``sum(|w| * |x|)`` for every output, so
-    float32 is used only when no partial sum can reach 2**24.
+    ``weight_sum`` is the largest ``sum(|w|)`` of an output channel and
+    ``in_max`` the largest ``|x|``. float32 is used only where no partial sum
+    can reach 2**24: on the whole input, or on its two base-256 digits
+    (``in_max`` below 255 * 256), whose convolutions are summed in float64.
     """
     padding = weight.shape[-1] // 2
-    if x.device.type == "cpu" and bound < FLOAT32_EXACT_LIMIT and _fast_conv_is_exact(x.device, tuple(weight.shape)):
+    fast = x.device.type == "cpu" and _fast_conv_is_exact(x.device, tuple(weight.shape))
+    if fast and weight_sum * in_max < FLOAT32_EXACT_LIMIT:
         return _fast_conv(x, weight, padding)
-    if bound >= FLOAT64_EXACT_LIMIT:
+    if fast and weight_sum * (DIGIT - 1) < FLOAT32_EXACT_LIMIT and in_max < DIGIT * (DIGIT - 1):
+        return by_digits(x, lambda digits: _fast_conv(digits, weight, padding))
+    if weight_sum * in_max >= FLOAT64_EXACT_LIMIT:
         raise OverflowError("convolution bound exceeds exact float64 range")
     return _conv_reference(x, weight, padding)

@@ -8,7 +8,7 @@ bound). A network is::
     per block:  a = clamp(rq(h), 0, 255)                 # qrelu
                 a = clamp(rq(conv1(a)), 0, 255)
                 h = h + rq(conv2(a))
-    codes = rq(conv_head(clamp(rq(h), 0, 255)))          # (mean, log-scale) codes
+    codes = rq(conv_head(clamp(rq(h), 0, M)))            # (mean, log-scale) codes; M = 2**head_input_bits - 1
 
 with ``rq(acc) = floor((acc + bias) * multiplier / 2**shift)`` per output
 channel (:func:`~bitswap_plugin.fixedpoint.requantize`). The parameters come
@@ -140,10 +140,11 @@ class IntegerConv:
         self.weight = weight.to(torch.float32, memory_format=torch.channels_last)  # small integers, exact in float32
         self.rq = rq
         self.in_max = in_max
-        self.bound = int(weight.abs().sum((1, 2, 3)).max()) * in_max
+        self.weight_sum = int(weight.abs().sum((1, 2, 3)).max())
+        self.bound = self.weight_sum * in_max
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rq(exact_conv2d(x, self.weight, self.bound))
+        return self.rq(exact_conv2d(x, self.weight, self.weight_sum, self.in_max))
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         return {
@@ -194,7 +195,7 @@ class IntegerNet:
             a = block.act_in(h).clamp_(0, ACT_MAX)
             a = block.conv1(a).clamp_(0, ACT_MAX)
             h += block.conv2(a)
-        codes = self.head(self.act_head(h).clamp_(0, ACT_MAX))
+        codes = self.head(self.act_head(h).clamp_(0, self.spec.head_in_max))
         return split_head(codes.to(torch.int64, memory_format=torch.contiguous_format), self.spec)
 
     def parts(self, prefix: str) -> Iterator[tuple[str, IntegerConv | Requantizer]]:
@@ -220,7 +221,7 @@ class IntegerNet:
         ]
         act_head = Requantizer.from_tensors(tensors, f"{prefix}.act_head", 1)
         head_shape = (2 * spec.out_channels + spec.coef_channels, w, 3, 3)
-        head = IntegerConv.from_tensors(tensors, f"{prefix}.head", head_shape, ACT_MAX)
+        head = IntegerConv.from_tensors(tensors, f"{prefix}.head", head_shape, spec.head_in_max)
         return cls(spec, conv_in, blocks, act_head, head)
 
 
@@ -320,9 +321,9 @@ class IntegerVAE:
             part.to(device)
         return self
 
-    def conv_bounds(self) -> dict[str, int]:
-        """The exactness bound of every convolution, by name."""
-        return {name: part.bound for name, part in self._parts() if isinstance(part, IntegerConv)}
+    def convolutions(self) -> dict[str, IntegerConv]:
+        """Every convolution, by name."""
+        return {name: part for name, part in self._parts() if isinstance(part, IntegerConv)}
 
     def _parts(self) -> Iterator[tuple[str, IntegerConv | Requantizer]]:
         for name, net in self._nets.items():
@@ -385,7 +386,19 @@ def save_integer_model(model: IntegerVAE, path: str | os.PathLike) -> None:
         small = name.endswith(".weight") and bool((t.abs() <= 32767).all())
         tensors[name] = t.to(torch.int16) if small else t
     with open(path, "wb") as f:
-        f.write(safetensors_save(tensors, metadata=model.metadata()))
+        f.write(safetensors_bytes(tensors, model.metadata()))
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file, the same bytes for the same content: the library writes the metadata in
+    hash-map order, which differs from run to run, and models are named by their files' hashes."""
+    data = safetensors_save(tensors, metadata=metadata)
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as the library pads it
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, torch.Tensor]]:

@@ -29,7 +29,6 @@ import os
 from typing import NamedTuple
 
 import safetensors
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,8 +51,8 @@ from .architecture import (
     top_prior_codes,
 )
 from .errors import BitSwapError
-from .fixedpoint import FLOAT32_EXACT_LIMIT, LOG_SCALE_FRAC, MEAN_FRAC
-from .integer_model import IntegerBlock, IntegerConv, IntegerNet, IntegerVAE, Requantizer
+from .fixedpoint import FLOAT32_EXACT_LIMIT, LOG_SCALE_FRAC, MEAN_FRAC, by_digits
+from .integer_model import IntegerBlock, IntegerConv, IntegerNet, IntegerVAE, Requantizer, safetensors_bytes
 
 WEIGHT_MAX = 2047
 """Weights are at most 12-bit signed integers (fewer where the conv bound requires)."""
@@ -62,8 +61,9 @@ RESIDUAL_HEADROOM = 16.0
 CALIBRATION_QUANTILE = 0.9999
 """Activation clip = this quantile of a qrelu site's input on the calibration batch."""
 _BIAS_LIMIT = float(1 << 24)
-"""With |acc| < 2**24, |bias| <= 2**24 + half an output step, multipliers < 2**MULT_BITS and
-shifts <= MAX_SHIFT, (acc + bias) * multiplier stays below 2**53: float64 emulates it exactly."""
+"""With |acc| < 2**28 (2**24 for 8-bit inputs, 16 times that for a 12-bit head input), |bias| <= 2**24 +
+half an output step, multipliers < 2**MULT_BITS and shifts <= MAX_SHIFT, (acc + bias) * multiplier stays
+below 2**53: float64 emulates it exactly."""
 LN2 = math.log(2.0)
 
 
@@ -134,14 +134,10 @@ class QConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
-    def quant_params(
+    def weight_step(
         self, in_step: float, out_step: torch.Tensor, out_offset: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, Requant]:
-        """Integer weights (float32, straight-through) and requantization.
-
-        The quantized layer maps integer inputs (value = int * ``in_step``) to
-        ``round(conv_value / out_step + out_offset)`` per output channel.
-        """
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Float64 weights, bias (with ``out_offset`` folded in) and the step of each output channel's integer weights."""
         w = self.conv.weight.double()
         b = self.conv.bias.double()
         out_step = out_step.double().expand(w.shape[0])
@@ -156,17 +152,37 @@ class QConv(nn.Module):
                 out_step.detach() * _pow2(MULT_BITS - MAX_SHIFT) / in_step,  # keeps the shift in range
             ]
         ).amax(0)
+        return w, b, step
+
+    def quant_params(
+        self, in_step: float, out_step: torch.Tensor, out_offset: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Requant]:
+        """Integer weights (float32, straight-through) and requantization.
+
+        The quantized layer maps integer inputs (value = int * ``in_step``) to
+        ``round(conv_value / out_step + out_offset)`` per output channel.
+        """
+        w, b, step = self.weight_step(in_step, out_step, out_offset)
         w_scaled = w / step.view(-1, 1, 1, 1)
         w_int = straight_through(w_scaled, torch.round(w_scaled)).float()
         acc_step = in_step * step
         return w_int, requant_params(acc_step / out_step.detach(), b / acc_step)
 
     def forward_quantized(
-        self, x: torch.Tensor, in_step: float, out_step: torch.Tensor, out_offset: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        in_step: float,
+        out_step: torch.Tensor,
+        out_offset: torch.Tensor | None = None,
+        in_max: int | None = None,
     ) -> torch.Tensor:
-        """Integer-exact forward on integer inputs; returns float64 integers."""
+        """Integer-exact forward on integer inputs up to ``in_max`` (default: what the weights are
+        budgeted for); returns float64 integers."""
         w_int, rq = self.quant_params(in_step, out_step, out_offset)
         acc = F.conv2d(x.float(), w_int, padding=self.conv.padding)
+        if in_max is not None and in_max > self.in_max:  # float32 may round: the exact sum, by 8-bit digits
+            exact = by_digits(x.detach(), lambda digits: F.conv2d(digits.float(), w_int.detach(), padding=self.conv.padding))
+            acc = straight_through(acc.double(), exact)
         return _apply_requant(acc, rq)
 
 
@@ -176,8 +192,8 @@ def qrelu_params(in_step: float, act_step: float) -> Requant:
     return requant_params(ratio, torch.zeros_like(ratio))
 
 
-def _qrelu(h: torch.Tensor, in_step: float, act_step: float) -> torch.Tensor:
-    return _apply_requant(h, qrelu_params(in_step, act_step)).clamp(0, ACT_MAX)
+def _qrelu(h: torch.Tensor, in_step: float, act_step: float, act_max: int = ACT_MAX) -> torch.Tensor:
+    return _apply_requant(h, qrelu_params(in_step, act_step)).clamp(0, act_max)
 
 
 class ResBlock(nn.Module):
@@ -242,23 +258,22 @@ class Net(nn.Module):
             a = _qrelu(h, rs, a_in)
             a = block.conv1.forward_quantized(a, a_in, block.act_mid_step).clamp(0, ACT_MAX)
             h = h + block.conv2.forward_quantized(a, a_mid, self.residual_step)
-        a_head = float(self.act_head_step)
-        a = _qrelu(h, rs, a_head)
-        return self.head.forward_quantized(a, a_head, 1.0 / self.head_gain, self.head_offset).float()
+        a_head, head_max = float(self.act_head_step), self.spec.head_in_max
+        a = _qrelu(h, rs, a_head, head_max)
+        return self.head.forward_quantized(a, a_head, 1.0 / self.head_gain, self.head_offset, head_max).float()
 
     @torch.no_grad()
     def calibrate(self, inp: torch.Tensor) -> None:
         """Set activation and residual steps from the float activations on a batch."""
         record: list[torch.Tensor] = []
         self._forward_float(inp, record)
-        steps = iter(
-            max(float(torch.quantile(t.flatten()[: 1 << 24], CALIBRATION_QUANTILE)), 1e-6) / ACT_MAX for t in record
-        )
+        clips = [max(float(torch.quantile(t.flatten()[: 1 << 24], CALIBRATION_QUANTILE)), 1e-6) for t in record]
+        steps = iter(clip / ACT_MAX for clip in clips[:-1])
         for block in self.blocks:
             block.act_in_step.fill_(next(steps))
             block.act_mid_step.fill_(next(steps))
-        self.act_head_step.fill_(next(steps))
-        readers = [float(b.act_in_step) for b in self.blocks] + [float(self.act_head_step)]
+        self.act_head_step.fill_(clips[-1] / self.spec.head_in_max)
+        readers = [float(b.act_in_step) for b in self.blocks] + [clips[-1] / ACT_MAX]  # as if all read 8 bits
         self.residual_step.fill_(min(readers) / RESIDUAL_HEADROOM)
 
 
@@ -462,7 +477,8 @@ def save_float_model(model: BitSwapVAE, path: str | os.PathLike, half: bool = Fa
         if isinstance(t, torch.Tensor)
     }
     metadata = {"architecture": model.architecture, "config": model.config.to_json(), "quantized": str(model.quantized)}
-    safetensors.torch.save_file(tensors, os.fspath(path), metadata=metadata)
+    with open(path, "wb") as f:
+        f.write(safetensors_bytes(tensors, metadata))
 
 
 def load_float_model(path: str | os.PathLike) -> BitSwapVAE:
@@ -493,9 +509,11 @@ def _export_requant(rq: Requant) -> Requantizer:
     return Requantizer(rq.bias.detach().cpu().to(torch.int64), rq.multiplier.detach().cpu().to(torch.int64), rq.shift)
 
 
-def _export_conv(conv: QConv, in_step: float, out_step: torch.Tensor, out_offset: torch.Tensor | None = None) -> IntegerConv:
+def _export_conv(
+    conv: QConv, in_step: float, out_step: torch.Tensor, out_offset: torch.Tensor | None = None, in_max: int | None = None
+) -> IntegerConv:
     w_int, rq = conv.quant_params(in_step, out_step, out_offset)
-    return IntegerConv(w_int.detach().cpu().to(torch.int64), _export_requant(rq), conv.in_max)
+    return IntegerConv(w_int.detach().cpu().to(torch.int64), _export_requant(rq), in_max or conv.in_max)
 
 
 def export_net(net: Net) -> IntegerNet:
@@ -512,7 +530,7 @@ def export_net(net: Net) -> IntegerNet:
             )
         )
     a_head = float(net.act_head_step)
-    head = _export_conv(net.head, a_head, 1.0 / net.head_gain, net.head_offset)
+    head = _export_conv(net.head, a_head, 1.0 / net.head_gain, net.head_offset, spec.head_in_max)
     return IntegerNet(spec, conv_in, blocks, _export_requant(qrelu_params(rs, a_head)), head)
 
 

@@ -40,6 +40,7 @@ from .architecture import (
     ModelConfig,
     NetSpec,
     channel_mean,
+    head_in_max,
     latents_to_input,
 )
 from .distributions import DiscretizedLogistic
@@ -65,8 +66,8 @@ class PolyphaseConfig(ModelConfig):
     levels: int = 1
     """Polyphase levels: above 1, subimage A is decoded as its own subimages (module docstring)."""
 
-    omitted_at_default: ClassVar[tuple[str, ...]] = ("levels",)
-    growable: ClassVar[tuple[str, ...]] = ("levels",)
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("levels", "head_input_bits")
+    growable: ClassVar[tuple[str, ...]] = ("levels", "head_input_bits")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -131,6 +132,7 @@ def pass_specs(config: PolyphaseConfig) -> list[NetSpec]:
             bins_per_unit=ACT_MAX / 2,
             pixel_output=False,
             coef_channels=CONDITIONING_COEFS * len(p.subimages) if config.channel_conditioning else 0,
+            head_in_max=head_in_max(config),
         )
         for p in pass_plan(config)
     ]

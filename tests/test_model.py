@@ -176,6 +176,23 @@ def test_float32_and_float64_conv_paths_agree(shipped: IntegerVAE, monkeypatch: 
     _assert_same(fast, _chain(shipped, x))
 
 
+@pytest.mark.parametrize("in_max", [255, 1023, 4095])
+def test_wide_inputs_convolve_exactly_by_digits(in_max: int) -> None:
+    """Weights budgeted for 8-bit inputs on wider ones: the sums pass 2**24, the digits keep them exact."""
+    gen = torch.Generator().manual_seed(in_max)
+    weight = torch.randint(-150, 151, (9, 48, 3, 3), generator=gen)
+    weight[0] = weight[0].abs()  # with x[0] at in_max, output channel 0 sums to the bound
+    weight_sum = int(weight.abs().sum((1, 2, 3)).max())
+    assert weight_sum * 255 < 2**24 <= weight_sum * 1023
+    x = torch.randint(0, in_max + 1, (3, 48, 8, 8), generator=gen).double()
+    x[0] = in_max
+    exact = fixedpoint._conv_reference(x, weight.float(), 1)
+    assert (exact.abs().max() >= 2**24) == (in_max > 255)
+    if in_max == 4095:  # sums to 2**27: float32 alone rounds them
+        assert not torch.equal(fixedpoint._fast_conv(x, weight.float(), 1).double(), exact)
+    assert torch.equal(fixedpoint.exact_conv2d(x, weight.float(), weight_sum, in_max).double(), exact)
+
+
 def test_larger_tile_is_deterministic_and_matches_crops_inside(shipped: IntegerVAE) -> None:
     if shipped.pixel_context:
         pytest.skip("compares bitswap-vae's p(x | z1) codes of a crop and a tile")
@@ -198,10 +215,13 @@ def test_larger_tile_is_deterministic_and_matches_crops_inside(shipped: IntegerV
         assert torch.equal(whole[:, :, 16:48, 16:48][:, :, inner, inner], part[:, :, inner, inner])
 
 
-def test_shipped_conv_bounds_fit_float32(shipped: IntegerVAE) -> None:
-    bounds = shipped.conv_bounds()
-    assert len(bounds) == sum(2 + 2 * blocks for _, _, blocks in shipped.network_specs(shipped.config).values())
-    assert max(bounds.values()) < 2**24
+def test_shipped_convolutions_are_exact_in_float32(shipped: IntegerVAE) -> None:
+    """On the whole input, or (a head reading wider activations) on its two 8-bit digits."""
+    convolutions = shipped.convolutions()
+    assert len(convolutions) == sum(2 + 2 * blocks for _, _, blocks in shipped.network_specs(shipped.config).values())
+    for name, conv in convolutions.items():
+        digits = name.endswith(".head") and conv.in_max == 2**shipped.config.head_input_bits - 1
+        assert conv.bound < 2**24 or digits and conv.weight_sum * 255 < 2**24 and conv.in_max < 255 * 256, name
 
 
 def test_shipped_models_compress_real_patches(shipped: IntegerVAE) -> None:

@@ -23,6 +23,8 @@ CONFIG = PolyphaseConfig(channels=3, latent_channels=4, latent_layers=2, width=1
                          context_width=12, context_blocks=1, name="pp-test")
 NESTED = dataclasses.replace(CONFIG, levels=3, name="pp-test-3-levels")
 """Subimage A decoded as its own subimages, and their A as theirs."""
+WIDE_HEAD = dataclasses.replace(NESTED, head_input_bits=10, name="pp-test-wide-head")
+"""Heads reading 10-bit activations, convolved in 8-bit digits."""
 
 
 def _smooth(n: int, channels: int, seed: int) -> torch.Tensor:
@@ -33,7 +35,7 @@ def _smooth(n: int, channels: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.clip(base + rng.integers(0, 12, (n, channels, 32, 32)), 0, 255).astype(np.uint8))
 
 
-@pytest.fixture(scope="module", params=[CONFIG, NESTED], ids=lambda config: f"levels{config.levels}")
+@pytest.fixture(scope="module", params=[CONFIG, NESTED, WIDE_HEAD], ids=lambda config: f"levels{config.levels}-head{config.head_input_bits}")
 def trained(request: pytest.FixtureRequest) -> tuple[PolyphaseBitSwapVAE, torch.Tensor]:
     """A small polyphase model trained briefly, calibrated and QAT-tuned a little."""
     torch.manual_seed(0)
@@ -67,6 +69,10 @@ def test_schedules_are_validated():
 
 def test_levels_are_validated_and_leave_earlier_configs_as_they_were():
     assert "levels" not in CONFIG.to_json() and PolyphaseConfig.from_json(NESTED.to_json()) == NESTED
+    assert "head_input_bits" not in CONFIG.to_json() and PolyphaseConfig.from_json(WIDE_HEAD.to_json()) == WIDE_HEAD
+    for bad in (7, 13):
+        with pytest.raises(BitSwapError, match="head_input_bits"):
+            dataclasses.replace(CONFIG, head_input_bits=bad)
     for bad in (0, 5):
         with pytest.raises(BitSwapError, match="levels"):
             dataclasses.replace(CONFIG, levels=bad)
@@ -119,6 +125,10 @@ def test_integer_model_reproduces_the_quantized_model(trained):
     model, data = trained
     integer = export_integer_model(model)
     assert isinstance(integer, PolyphaseVAE)
+    heads = [conv for name, conv in integer.convolutions().items() if name.endswith(".head")]
+    assert {conv.in_max for conv in heads} == {2**model.config.head_input_bits - 1}
+    if model.config.head_input_bits > 8:  # the digits are needed: float32 alone could round these sums
+        assert max(conv.bound for conv in heads) >= 2**24
     z1 = torch.randint(0, 1024, (4, 4, 16, 16), generator=torch.Generator().manual_seed(2))
     x = data[:4]
     with torch.no_grad():  # every pass, at every level, gives the integer model's very codes
@@ -142,6 +152,18 @@ def test_files_round_trip_and_decode_alike_in_any_batch(registered: str):
             np.testing.assert_array_equal(bsw.decompress(data, batch_size=batch), image)
     rgba = np.dstack([image, image[..., :1]])
     np.testing.assert_array_equal(bsw.decompress(bsw.compress(rgba, model=registered)), rgba)
+
+
+def test_an_export_writes_the_same_bytes_every_time(trained, tmp_path: Path):
+    """Models are named by their files' hashes: the metadata must not come out in a random order."""
+    model, _ = trained
+    integer, files = export_integer_model(model), set()
+    for i in range(6):
+        save_integer_model(integer, tmp_path / f"{i}.safetensors")
+        save_float_model(model, tmp_path / f"{i}.float.safetensors", half=True)
+        files.add(((tmp_path / f"{i}.safetensors").read_bytes(), (tmp_path / f"{i}.float.safetensors").read_bytes()))
+    assert len(files) == 1
+    assert zoo.load_model_file(tmp_path / "0.safetensors").metadata() == integer.metadata()
 
 
 def test_float_weights_round_trip_in_half_precision(trained, tmp_path: Path):

@@ -210,9 +210,12 @@ def test_train_a_polyphase_model(data: Path, tmp_path: Path) -> None:
              "--val-every", "5", "--threads", "1")
     assert _train(data, tmp_path / "one", *extra) == 0
     grown = tmp_path / "grown"
-    assert _train(data, grown, *extra, "--levels", "2", "--name", "grown", "--init", str(tmp_path / "one" / "polyphase-rgb.float.safetensors")) == 0
+    # ... and its heads widened to 10-bit inputs, which only the quantization sees
+    assert _train(data, grown, *extra, "--levels", "2", "--head-input-bits", "10", "--name", "grown",
+                  "--init", str(tmp_path / "one" / "polyphase-rgb.float.safetensors")) == 0
     assert [r["fresh_networks"] for r in read_log(grown / "log.jsonl") if "fresh_networks" in r] == [[f"pass.0.{j}" for j in range(4)]]
-    assert load_float_model(grown / "grown.float.safetensors").config.levels == 2
+    config = load_float_model(grown / "grown.float.safetensors").config
+    assert (config.levels, config.head_input_bits, load_model_file(grown / "grown.safetensors").config.head_input_bits) == (2, 10, 10)
     name = zoo.register_model(grown / "grown.safetensors", "grown-in-test")
     assert np.array_equal(decompress(compress(image, model=name, method="bitswap")), image)
 
