@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from bitswap_plugin import model as float_model
-from bitswap_plugin.fixedpoint import FLOAT32_EXACT_LIMIT
+from bitswap_plugin.fixedpoint import FLOAT32_EXACT_LIMIT, by_digits
 from model_report import validation_patches, validation_paths
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,20 +69,22 @@ def exact_at(net: float_model.BitSwapVAE, site: str | None) -> Iterator[None]:
     roles = _roles(net)
     saved = float_model.QConv.forward_quantized, float_model._qrelu
 
-    def forward_quantized(conv, x, in_step, out_step, out_offset=None):
+    def forward_quantized(conv, x, in_step, out_step, out_offset=None, in_max=None):
         w_int, rq = conv.quant_params(in_step, out_step, out_offset)
         if site == "weights":
             w, _, step = conv.weight_step(in_step, out_step, out_offset)
             w_int = (w / step.view(-1, 1, 1, 1)).float()
         acc = F.conv2d(x.float(), w_int, padding=conv.conv.padding)
+        if in_max is not None and in_max > conv.in_max:  # as QConv.forward_quantized: exact sums by digits
+            acc = by_digits(x, lambda digits: F.conv2d(digits, w_int, padding=conv.conv.padding))
         return (_exact_requant if roles[conv] == site else float_model._apply_requant)(acc, rq)
 
     head_steps = {float(module.act_head_step) for module in net.modules() if isinstance(module, float_model.Net)}
 
-    def qrelu(h, in_step, act_step):
+    def qrelu(h, in_step, act_step, act_max=float_model.ACT_MAX):
         reader = "head inputs" if act_step in head_steps else "block inputs"  # a head's step is its own float
         requant = _exact_requant if site == reader else float_model._apply_requant
-        return requant(h, float_model.qrelu_params(in_step, act_step)).clamp(0, float_model.ACT_MAX)
+        return requant(h, float_model.qrelu_params(in_step, act_step)).clamp(0, act_max)
 
     float_model.QConv.forward_quantized, float_model._qrelu = forward_quantized, qrelu
     try:
@@ -107,8 +109,8 @@ def wide_activations(net: float_model.BitSwapVAE, head_only: bool) -> Iterator[N
         conv.budget = (FLOAT32_EXACT_LIMIT - 1) // WIDE_ACT_MAX - conv.conv.weight[0].numel()
         getattr(owner, name).mul_(ratio)
     wide = {float(getattr(owner, name)) for _, owner, name in readers}
-    float_model._qrelu = lambda h, in_step, act_step: float_model._apply_requant(
-        h, float_model.qrelu_params(in_step, act_step)).clamp(0, WIDE_ACT_MAX if act_step in wide else float_model.ACT_MAX)
+    float_model._qrelu = lambda h, in_step, act_step, act_max=float_model.ACT_MAX: float_model._apply_requant(
+        h, float_model.qrelu_params(in_step, act_step)).clamp(0, WIDE_ACT_MAX if act_step in wide else act_max)
     try:
         yield
     finally:
@@ -120,8 +122,8 @@ def wide_activations(net: float_model.BitSwapVAE, head_only: bool) -> Iterator[N
 
 def report(name: str, val_paths: list[Path], count: int) -> dict[str, float]:
     net = float_model.load_float_model(ROOT / "models" / f"{name}.float.safetensors").float()
-    if not net.quantized:
-        raise SystemExit(f"{name}'s float weights were saved before calibration: no quantized mode to compare")
+    if not net.quantized or net.config.head_input_bits != 8:
+        raise SystemExit(f"{name}'s float weights must be calibrated, with 8-bit head inputs (the what-ifs widen them)")
     patches = validation_patches(val_paths, count, net.config.channels == 1)
 
     def neg_elbo(quantized: bool) -> float:

@@ -188,10 +188,11 @@ DIGIT = 256
 def by_digits(x: torch.Tensor, conv: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``conv(x)`` for a linear ``conv`` of integer-valued ``x`` with ``|x| < 255 * 256``, as
     ``256 * conv(high) + conv(low)`` summed in float64, where each digit is below 256 in magnitude
-    (one call, on the digits stacked in the batch dimension)."""
-    low = torch.remainder(x, DIGIT)
-    high, low = conv(torch.cat([(x - low) / DIGIT, low])).double().chunk(2)
-    return high.mul_(DIGIT).add_(low)
+    (float32 holds the digits exactly)."""
+    high = x.to(torch.float32, copy=True)
+    low = torch.remainder(high, DIGIT)
+    high.sub_(low).div_(DIGIT)
+    return conv(high).double().mul_(DIGIT).add_(conv(low).double())
 
 
 def exact_conv2d(x: torch.Tensor, weight: torch.Tensor, weight_sum: int, in_max: int) -> torch.Tensor:

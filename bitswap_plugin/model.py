@@ -61,9 +61,9 @@ RESIDUAL_HEADROOM = 16.0
 CALIBRATION_QUANTILE = 0.9999
 """Activation clip = this quantile of a qrelu site's input on the calibration batch."""
 _BIAS_LIMIT = float(1 << 24)
-"""With |acc| < 2**28 (2**24 for 8-bit inputs, 16 times that for a 12-bit head input), |bias| <= 2**24 +
-half an output step, multipliers < 2**MULT_BITS and shifts <= MAX_SHIFT, (acc + bias) * multiplier stays
-below 2**53: float64 emulates it exactly."""
+"""With |acc| < 2**24 * 4095 / 255 (weights budgeted for 8-bit inputs, read by a head with up to 12-bit
+inputs), |bias| <= 2**24 + half an output step, multipliers < 2**MULT_BITS and shifts <= MAX_SHIFT,
+(acc + bias) * multiplier stays below 2**53: float64 emulates it exactly."""
 LN2 = math.log(2.0)
 
 
