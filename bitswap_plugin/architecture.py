@@ -191,7 +191,7 @@ def net_specs(config: ModelConfig) -> tuple[list[NetSpec], list[NetSpec]]:
     head = head_in_max(config)
     q = [NetSpec(c4, zc, ACT_MAX, 1.0 / ACT_MAX, 5, k, lat_unit, False, head_in_max=head)]
     coefs = SQUEEZE**2 * CONDITIONING_COEFS if config.channel_conditioning else 0
-    p = [NetSpec(zc, c4, k - 1, lat_in, 3, PIXEL_BINS, ACT_MAX / 2, True, coefs, head)]
+    p = [NetSpec(zc, c4, k - 1, lat_in, 3, PIXEL_BINS, ACT_MAX / 2, True, coefs, head_in_max=head)]
     for _ in range(config.latent_layers - 1):
         q.append(NetSpec(zc, zc, k - 1, lat_in, 3, k, lat_unit, False, head_in_max=head))
         p.append(NetSpec(zc, zc, k - 1, lat_in, 3, k, lat_unit, False, head_in_max=head))

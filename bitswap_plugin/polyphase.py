@@ -66,8 +66,8 @@ class PolyphaseConfig(ModelConfig):
     levels: int = 1
     """Polyphase levels: above 1, subimage A is decoded as its own subimages (module docstring)."""
 
-    omitted_at_default: ClassVar[tuple[str, ...]] = ("levels", "head_input_bits")
-    growable: ClassVar[tuple[str, ...]] = ("levels", "head_input_bits")
+    omitted_at_default: ClassVar[tuple[str, ...]] = ModelConfig.omitted_at_default + ("levels",)
+    growable: ClassVar[tuple[str, ...]] = ModelConfig.growable + ("levels",)
 
     def __post_init__(self) -> None:
         super().__post_init__()
