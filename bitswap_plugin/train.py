@@ -296,6 +296,9 @@ class Trainer:
         """How many weights the average holds (the ones it started at count as one)."""
         self.noise = torch.Generator(device=device)
         self.float_val: float | None = None
+        self.calibrated: dict | None = None
+        """The model as calibration left it (quantized mode, before any QAT step) and its validation
+        -ELBO: export keeps it if QAT ends worse."""
 
     def _streams(self, stream: int) -> np.random.Generator:
         """Data and noise generators of this rank for one step, seeded from (seed, rank, step, stream):
@@ -319,6 +322,8 @@ class Trainer:
             "optimizer": optimizer.state_dict(),
             "float_val": -1.0 if self.float_val is None else self.float_val,
         }
+        if self.calibrated is not None:
+            state["calibrated"] = self.calibrated
         if self.average is not None:
             state["average"], state["averaged_steps"] = self.average, self.averaged_steps
         temp = self.out / (CHECKPOINT + ".part")
@@ -335,6 +340,7 @@ class Trainer:
         self.step = int(state["step"])
         self.model.load_state_dict(state["model"])
         self.float_val = None if state["float_val"] < 0 else float(state["float_val"])
+        self.calibrated = state.get("calibrated")
         # an average saved before the plain-mean start has no count: it continues at the full decay
         self._start_average(state.get("average"), int(state.get("averaged_steps", 1 << 62 if "average" in state else 1)))
         return state["optimizer"]
@@ -521,7 +527,26 @@ class Trainer:
         batch = self.train_data.sample(512, np.random.default_rng([self.settings.seed, 1 << 40])).to(self.device)
         self.model.calibrate(batch, generator=torch.Generator(device=self.device).manual_seed(7))
         self._start_average()
+        if self.rank == 0:
+            val = self.validate()
+            self.calibrated = {"model": copy.deepcopy(self.model.state_dict()), "val_bpd": val}
+            self._log({"step": self.step, "phase": "calibrated", "val_bpd": val})
         return self._optimizer()
+
+    def _keep_better_of_qat_and_calibration(self) -> bool:
+        """Fall back to the calibrated model if QAT's (averaged) weights validate worse than it did;
+        returns whether QAT's weights stay. QAT fine-tunes at a fixed, low rate from a fresh average,
+        and on trained models it can lose more than the rounding it makes up for."""
+        if self.calibrated is None or self.settings.qat_steps == 0:
+            return True
+        qat_val = self.validate()
+        kept = qat_val <= self.calibrated["val_bpd"]
+        if not kept:
+            self.model.load_state_dict(self.calibrated["model"])
+            self.average = None
+        self._log({"step": self.step, "phase": "export", "qat_val_bpd": qat_val,
+                   "calibrated_val_bpd": self.calibrated["val_bpd"], "kept": "qat" if kept else "calibrated"})
+        return kept
 
     def _replicas_equal(self) -> bool:
         """Whether every rank holds bit-identical parameters (DDP keeps them so)."""
@@ -540,7 +565,9 @@ class Trainer:
     # -- export
 
     def export(self) -> dict:
-        """Write the integer model (of the averaged weights) and summary.json; returns the summary."""
+        """Write the integer model (of the averaged weights, or of the calibrated ones where QAT
+        made them worse) and summary.json; returns the summary."""
+        qat_kept = self._keep_better_of_qat_and_calibration()
         self._adopt_average()
         model = self.model.cpu().eval()
         integer = export_integer_model(model)
@@ -559,6 +586,7 @@ class Trainer:
             "file_bytes": path.stat().st_size,
             "steps": self.settings.steps,
             "qat_steps": self.settings.qat_steps,
+            "qat_kept": qat_kept,
             "val_patches": int(val.shape[0]),
             "val_float_bpd": self.float_val,
             "val_quantized_bpd": quantized,

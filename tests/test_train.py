@@ -82,6 +82,24 @@ def test_train_quantize_export(data: Path, tmp_path: Path) -> None:
     assert np.array_equal(decompress(compress(image, model=name)), image)
 
 
+def test_export_keeps_the_calibrated_model_when_qat_makes_it_worse(data: Path, tmp_path: Path) -> None:
+    """QAT at a ruinous rate validates worse than calibration left the model: export falls back
+    to the calibrated weights, says so in the log and the summary, and the file codes."""
+    out = tmp_path / "run"
+    assert _train(data, out, "--steps", "4", "--qat-steps", "3", "--qat-lr", "0.5", "--val-every", "2", "--threads", "1") == 0
+    log = read_log(out / "log.jsonl")
+    calibrated = [r["val_bpd"] for r in log if r.get("phase") == "calibrated"]
+    export = [r for r in log if r.get("phase") == "export"]
+    assert len(calibrated) == 1 and len(export) == 1
+    assert export[0]["kept"] == "calibrated" and export[0]["qat_val_bpd"] > 1.5 * calibrated[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["qat_kept"] is False
+    assert summary["val_quantized_bpd"] == pytest.approx(calibrated[0], rel=1e-4)
+    image = np.asarray(Image.open(next(data.iterdir())))[:40, :50]
+    name = zoo.register_model(out / "bitswap-rgb.safetensors", "calibrated-in-test")
+    assert np.array_equal(decompress(compress(image, model=name)), image)
+
+
 @pytest.mark.parametrize("average", [(), ("--ema", "0.9")], ids=["plain", "ema"])
 def test_resume_reproduces_an_uninterrupted_run(data: Path, tmp_path: Path, average: tuple[str, ...]) -> None:
     """Stopping at a step (in the float phase, and again in QAT) and resuming gives the very same run
