@@ -10,9 +10,11 @@ One run has three phases, all resumable from the checkpoint in ``--out``:
    weights of an earlier run with ``--init``; with ``--ema`` a moving average
    of the weights (a plain mean at first), which validation, QAT's start and
    export use;
-2. **qat**: calibration of every quantizer, then quantization-aware
-   fine-tuning with the integer network's arithmetic in the loop;
-3. **export**: the integer model the codec uses (``<out>/<name>.safetensors``),
+2. **qat**: calibration of every quantizer (the calibrated model is
+   validated and kept), then quantization-aware fine-tuning with the integer
+   network's arithmetic in the loop;
+3. **export**: the integer model the codec uses (``<out>/<name>.safetensors``)
+   of QAT's weights, or of the calibrated ones where those validate better,
    the float weights (``<name>.float.safetensors``, for ``--init``) and ``summary.json``
    with the float, quantized and integer -ELBO on the same validation patches.
 
