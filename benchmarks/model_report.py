@@ -11,7 +11,8 @@ For each model, on
   the method forced, no fallback) beside the -ELBO terms,
 
 it reports bits per subpixel: the reconstruction term, the KL of each latent
-layer (a layer whose KL is ~0 has collapsed to its prior) and their sum.
+layer (a layer whose KL is ~0 has collapsed to its prior) and their sum; for
+a polyphase model, the reconstruction of each pass too (which pixels cost).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from PIL import Image
 
 import bitswap_plugin as bsw
 from bitswap_plugin import zoo
+from bitswap_plugin.architecture import SQUEEZE
 from bitswap_plugin.integer_model import IntegerVAE, integer_elbo_terms
+from bitswap_plugin.polyphase import PolyphaseVAE, pass_plan, pixel_slices
 from bitswap_plugin.patches import PatchGrid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,14 +69,37 @@ def synthetic(channels: int) -> dict[str, np.ndarray]:
 
 
 def terms(model: IntegerVAE, patches: torch.Tensor) -> dict:
-    """-ELBO terms in bits per subpixel (one latent sample per patch, seed 0)."""
+    """-ELBO terms in bits per subpixel (one latent sample per patch, seed 0); for a polyphase
+    model also the reconstruction per pass: bits per subpixel of the pass's own pixels, and its
+    share of the whole (which sums to ``recon``)."""
     generator = torch.Generator().manual_seed(0)
-    recon, kl = 0.0, [0.0] * model.config.latent_layers
+    recon, kl, steps = 0.0, [0.0] * model.config.latent_layers, []
     for start in range(0, patches.shape[0], 256):
-        r, k = integer_elbo_terms(model, patches[start : start + 256], generator)
+        r, k = integer_elbo_terms(model, patches[start : start + 256], generator, steps)
         recon, kl = recon + r, [a + b for a, b in zip(kl, k)]
     n = patches.numel()
-    return {"neg_elbo": (recon + sum(kl)) / n, "recon": recon / n, "kl": [k / n for k in kl]}
+    out = {"neg_elbo": (recon + sum(kl)) / n, "recon": recon / n, "kl": [k / n for k in kl]}
+    if isinstance(model, PolyphaseVAE):
+        out["recon_by_pass"] = by_pass(model, steps, n)
+    return out
+
+
+def by_pass(model: PolyphaseVAE, steps: list, subpixels: int) -> dict[str, dict[str, float]]:
+    """The likelihood's steps' bits gathered per pass (a step's pixels name their subimage)."""
+    owner = {}
+    for p in pass_plan(model.config):
+        for s in p.subimages:
+            rows, cols = pixel_slices(s, p.depth)
+            owner[rows.start, rows.step, cols.start] = p.name
+    bits: dict[str, float] = {}
+    for (_, _, rows, cols), b in steps:
+        name = owner[rows.start, rows.step, cols.start]
+        bits[name] = bits.get(name, 0.0) + b
+    out = {}
+    for p in pass_plan(model.config):
+        share = len(p.subimages) / (SQUEEZE**2) ** (p.depth + 1)
+        out[p.name] = {"bits_per_own_subpixel": bits[p.name] / (share * subpixels), "share": bits[p.name] / subpixels}
+    return out
 
 
 def report(name: str, val_paths: list[Path], count: int) -> dict:
@@ -107,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         for label, row in result["synthetic"].items():
             print(f"  {label}: file {row['file_bpsp']:.4f}, -ELBO {row['neg_elbo']:.4f} = recon {row['recon']:.4f} + KL "
                   + " + ".join(f"{k:.4f}" for k in row["kl"]))
+            for name, cost in row.get("recon_by_pass", {}).items():
+                print(f"    {name}: {cost['bits_per_own_subpixel']:.3f} bits per own subpixel, {cost['share']:.4f} of the whole")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -424,8 +424,11 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, 
 
 
 @torch.no_grad()
-def integer_elbo_terms(model: IntegerVAE, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[float, list[float]]:
-    """(reconstruction, KL of each latent layer) of uint8 patches ``x`` in bits, one latent sample.
+def integer_elbo_terms(
+    model: IntegerVAE, x: torch.Tensor, generator: torch.Generator | None = None, recon_steps: list | None = None
+) -> tuple[float, list[float]]:
+    """(reconstruction, KL of each latent layer) of uint8 patches ``x`` in bits, one latent sample;
+    ``recon_steps``, if given, gets the (index into x, bits) of each of the likelihood's steps.
 
     Latents are drawn exactly from the integer posteriors' quantized
     frequencies, and every term is the ANS cost ``-log2(freq / 2**PRECISION)``
@@ -442,7 +445,10 @@ def integer_elbo_terms(model: IntegerVAE, x: torch.Tensor, generator: torch.Gene
         kl.append(-float(dist.information(z).sum()))
         inp = z.view(latent_shape)
         zs.append(inp)
-    recon = sum(float(dist.information(x[index]).sum()) for index, dist in model.likelihood(zs[0]).steps(x))
+    steps = [(index, float(dist.information(x[index]).sum())) for index, dist in model.likelihood(zs[0]).steps(x)]
+    if recon_steps is not None:
+        recon_steps.extend(steps)
+    recon = sum(bits for _, bits in steps)
     for level in range(1, model.config.latent_layers):
         kl[level - 1] += float(model.prior(level, zs[level]).information(zs[level - 1]).sum())
     kl[-1] += float(model.top_prior(zs[-1].numel()).information(zs[-1]).sum())
