@@ -538,7 +538,7 @@ class Trainer:
     def _keep_better_of_qat_and_calibration(self) -> bool:
         """Fall back to the calibrated model if QAT's (averaged) weights validate worse than it did;
         returns whether QAT's weights stay. QAT fine-tunes at a fixed, low rate from a fresh average,
-        and on trained models it can lose more than the rounding it makes up for."""
+        so a short QAT phase may end behind its start; then its steps are discarded."""
         if self.calibrated is None or self.settings.qat_steps == 0:
             return True
         qat_val = self.validate()
