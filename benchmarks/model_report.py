@@ -86,17 +86,17 @@ def terms(model: IntegerVAE, patches: torch.Tensor) -> dict:
 
 def by_pass(model: PolyphaseVAE, steps: list, subpixels: int) -> dict[str, dict[str, float]]:
     """The likelihood's steps' bits gathered per pass (a step's pixels name their subimage)."""
+    plan = pass_plan(model.config)
     owner = {}
-    for p in pass_plan(model.config):
+    for p in plan:
         for s in p.subimages:
             rows, cols = pixel_slices(s, p.depth)
             owner[rows.start, rows.step, cols.start] = p.name
-    bits: dict[str, float] = {}
+    bits = dict.fromkeys(owner.values(), 0.0)
     for (_, _, rows, cols), b in steps:
-        name = owner[rows.start, rows.step, cols.start]
-        bits[name] = bits.get(name, 0.0) + b
+        bits[owner[rows.start, rows.step, cols.start]] += b
     out = {}
-    for p in pass_plan(model.config):
+    for p in plan:
         share = len(p.subimages) / (SQUEEZE**2) ** (p.depth + 1)
         out[p.name] = {"bits_per_own_subpixel": bits[p.name] / (share * subpixels), "share": bits[p.name] / subpixels}
     return out
