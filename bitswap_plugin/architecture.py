@@ -81,9 +81,10 @@ class ModelConfig:
 
     omitted_at_default: ClassVar[tuple[str, ...]] = ("head_input_bits",)
     """Fields :meth:`to_json` leaves out when they hold their default."""
-    growable: ClassVar[tuple[str, ...]] = ("head_input_bits",)
-    """Fields in which a model may differ from the trained weights it starts from (new networks start
-    fresh; the quantizers are calibrated anew anyway)."""
+    growable: ClassVar[tuple[str, ...]] = ("head_input_bits", "width", "res_blocks")
+    """Fields in which a model may differ from the trained weights it starts from: networks whose
+    shapes change start fresh (e.g. narrower latent networks beside trained pixel passes); the
+    quantizers are calibrated anew anyway."""
 
     def __post_init__(self) -> None:
         checks = {

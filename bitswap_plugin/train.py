@@ -400,7 +400,8 @@ class Trainer:
     def _initialise(self) -> None:
         """Weights from ``settings.init`` (fine-tuning; quantizers are re-calibrated later), else
         data-dependent. The name may differ, since a fine-tuned model is a new model, and so may the
-        configuration's growable fields: networks the earlier model lacks get a data-dependent init."""
+        configuration's growable fields: networks the earlier model lacks, or has in other shapes, get a
+        data-dependent init."""
         sample = self.train_data.sample(256, self._streams(1)).to(self.device)
         if not self.settings.init:
             data_dependent_init(self.model, sample)

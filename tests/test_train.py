@@ -228,12 +228,15 @@ def test_train_a_polyphase_model(data: Path, tmp_path: Path) -> None:
              "--val-every", "5", "--threads", "1")
     assert _train(data, tmp_path / "one", *extra) == 0
     grown = tmp_path / "grown"
-    # ... and its heads widened to 10-bit inputs, which only the quantization sees
-    assert _train(data, grown, *extra, "--levels", "2", "--head-input-bits", "10", "--name", "grown",
-                  "--init", str(tmp_path / "one" / "polyphase-rgb.float.safetensors")) == 0
-    assert [r["fresh_networks"] for r in read_log(grown / "log.jsonl") if "fresh_networks" in r] == [[f"pass.0.{j}" for j in range(4)]]
+    # ... its heads widened to 10-bit inputs, which only the quantization sees, and its latent
+    # networks narrowed (they start fresh beside the trained passes)
+    assert _train(data, grown, *extra, "--levels", "2", "--head-input-bits", "10", "--width", "16", "--res-blocks", "1",
+                  "--name", "grown", "--init", str(tmp_path / "one" / "polyphase-rgb.float.safetensors")) == 0
+    [fresh] = [r["fresh_networks"] for r in read_log(grown / "log.jsonl") if "fresh_networks" in r]
+    assert sorted(fresh) == ["p.1", "pass.0.0", "pass.0.1", "pass.0.2", "pass.0.3", "q.0", "q.1"]
     config = load_float_model(grown / "grown.float.safetensors").config
-    assert (config.levels, config.head_input_bits, load_model_file(grown / "grown.safetensors").config.head_input_bits) == (2, 10, 10)
+    integer_config = load_model_file(grown / "grown.safetensors").config
+    assert (config.levels, config.head_input_bits, integer_config.head_input_bits, integer_config.width) == (2, 10, 10, 16)
     name = zoo.register_model(grown / "grown.safetensors", "grown-in-test")
     assert np.array_equal(decompress(compress(image, model=name, method="bitswap")), image)
 
