@@ -1,14 +1,15 @@
 """Speed and scale (issue #6): coding time against JPEG-XL, network passes against patches, peak memory.
 
-    python benchmarks/bench_speed.py [--only timing passes rss] [--model NAME] [--threads 2]
-                                     [--image kodim05.png] [--runs 3] [--sizes 32 64 ... 1024]
+    python benchmarks/bench_speed.py [--only timing passes rss] [--model NAME [NAME ...]] [--threads 2]
+                                     [--image kodim05.png] [--gray] [--runs 3] [--sizes 32 64 ... 1024]
                                      [--rss-sizes 4096]
 
 * ``timing``: compress and decompress one Kodak image (default kodim05,
-  768x512) with the model, best and median of ``--runs``, beside JPEG-XL
+  768x512; with ``--gray`` converted to L) with each of ``--model`` (default:
+  the shipped default), best and median of ``--runs``, beside JPEG-XL
   lossless effort 7 (imagecodecs, its default threads) encoding and decoding
   the same pixels in the same run; the ratios are Bit-Swap seconds over
-  JPEG-XL seconds.
+  JPEG-XL seconds, and over the first model's.
 * ``passes``: sequential network passes, counted by wrapping the model's
   ``posterior_codes``, ``prior_codes`` and (polyphase) ``pass_codes``
   (consecutive calls of one network at one level are the batches of one pass),
@@ -69,14 +70,16 @@ def _summary(seconds: list[float]) -> dict[str, float | list[float]]:
     return {"best_s": min(seconds), "median_s": statistics.median(seconds), "runs_s": seconds}
 
 
-def timing(image: np.ndarray, model: str | None, runs: int) -> dict:
-    """Bit-Swap and JPEG-XL e7 (``bitswap bench``'s codecs, every output decoded and checked)
-    each way on the same pixels, run after run in turn so that changes in the load hit both.
+def timing(image: np.ndarray, models: list[str], runs: int) -> dict:
+    """Bit-Swap with each of ``models`` and JPEG-XL e7 (``bitswap bench``'s codecs, every output
+    decoded and checked) each way on the same pixels, run after run in turn so that changes in
+    the load hit all alike.
 
     Besides wall seconds each way, the process CPU seconds of each round trip (all
-    threads): on a shared machine they depend far less on what else runs."""
-    codecs = {"bitswap": bitswap_codecs([model or zoo.DEFAULT_MODELS[3]], ("bitswap",))[0],
-              "jpegxl": next(select(classical_codecs(), ["jpegxl-e7"]))}
+    threads): on a shared machine they depend far less on what else runs. Ratios are
+    against JPEG-XL and against the first model."""
+    codecs = dict(zip(models, bitswap_codecs(models, ("bitswap",))))
+    codecs["jpegxl"] = next(select(classical_codecs(), ["jpegxl-e7"]))
     measured: dict[str, list[Measurement]] = {name: [] for name in codecs}
     cpu: dict[str, list[float]] = {name: [] for name in codecs}
     for _ in range(runs):
@@ -84,15 +87,17 @@ def timing(image: np.ndarray, model: str | None, runs: int) -> dict:
             start = time.process_time()
             measured[name].append(measure(codec, name, image))
             cpu[name].append(time.process_time() - start)
-    out = {}
+    out: dict[str, dict] = {}
     for name, rows in measured.items():
-        out[f"{name}_bpsp"] = 8 * rows[0].bytes / image.size
+        out[name] = {"bpsp": 8 * rows[0].bytes / image.size, "round_trip_cpu": _summary(cpu[name])}
         for way in ("encode", "decode"):
-            out[f"{name}_{way}"] = _summary([getattr(row, f"{way}_s") for row in rows])
-        out[f"{name}_round_trip_cpu"] = _summary(cpu[name])
-    for way in ("encode", "decode", "round_trip_cpu"):
-        for stat in ("best", "median"):
-            out[f"{way}_ratio_{stat}"] = out[f"bitswap_{way}"][f"{stat}_s"] / out[f"jpegxl_{way}"][f"{stat}_s"]
+            out[name][way] = _summary([getattr(row, f"{way}_s") for row in rows])
+    for name in models:
+        for baseline in ("jpegxl", models[0]):
+            out[name][f"ratio_to_{baseline}"] = {
+                f"{way}_{stat}": out[name][way][f"{stat}_s"] / out[baseline][way][f"{stat}_s"]
+                for way in ("encode", "decode", "round_trip_cpu") for stat in ("best", "median")
+            }
     return out
 
 
@@ -191,7 +196,7 @@ def _meta(args: argparse.Namespace) -> dict:
     uncommitted = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "bitswap_plugin"], cwd=ROOT,
                                  capture_output=True, text=True, check=False).stdout.splitlines()
     return {**run_metadata(), "time": time.strftime("%H:%M"), "cores": os.cpu_count(), "threads": args.threads,
-            "load_average": os.getloadavg(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "uncommitted": uncommitted, "model": args.model or zoo.DEFAULT_MODELS[3]}
+            "load_average": os.getloadavg(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "uncommitted": uncommitted, "models": args.models}
 
 
 @contextmanager
@@ -240,9 +245,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=["timing", "passes", "rss", "busy"], default=["timing", "passes", "rss", "busy"])
     parser.add_argument("--busy", type=int, default=2, help="spinning processes added for the busy section (default: 2)")
-    parser.add_argument("--model", default=None, help="model for the RGB images (default: the shipped default)")
+    parser.add_argument("--model", nargs="+", default=None,
+                        help="model(s): timing measures each, the other sections the first (default: the shipped default)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--image", type=Path, default=KODAK / "kodim05.png", help="the timing image")
+    parser.add_argument("--gray", action="store_true", help="time the image converted to L (default model: the grey one)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024])
     parser.add_argument("--rss-sizes", type=int, nargs="+", default=[4096])
@@ -251,6 +258,8 @@ def main() -> None:
     parser.add_argument("--rss-worker", choices=["compress", "decompress"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    models = args.models = args.model or [zoo.DEFAULT_MODELS[1 if args.gray else 3]]
+    args.model = models[0] if args.model else None
     if args.rss_worker:
         _rss_worker(args)
         return
@@ -259,8 +268,15 @@ def main() -> None:
         meta = _meta(args)
         if section == "timing":
             with Image.open(args.image) as image:
-                out = {"image": args.image.name, **timing(np.asarray(image.convert("RGB")), args.model, args.runs)}
+                pixels = np.asarray(image.convert("L" if args.gray else "RGB"))
+            out = {"image": args.image.name, "mode": "L" if args.gray else "RGB", **timing(pixels, models, args.runs)}
             print(json.dumps(out, indent=2), flush=True)
+            print("\n| codec | encode s (median) | decode s (median) | encode, decode / first | bits/subpixel |\n|---|---|---|---|---|")
+            for name in [*models, "jpegxl"]:
+                r = out[name]
+                ratio = r.get(f"ratio_to_{models[0]}")
+                versus = f"{ratio['encode_median']:.2f}×, {ratio['decode_median']:.2f}×" if ratio else ""
+                print(f"| {name} | {r['encode']['median_s']:.2f} | {r['decode']['median_s']:.2f} | {versus} | {r['bpsp']:.3f} |")
             _store(args.json, section, {"meta": meta, **out})
             continue
         rows = []
