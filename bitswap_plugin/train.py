@@ -52,7 +52,7 @@ from .architecture import ModelConfig
 from .errors import BitSwapError
 from .images import images_in
 from .integer_model import integer_neg_elbo, save_integer_model
-from .model import BitSwapVAE, Net, codes_to_bins, export_integer_model, load_float_model, neg_elbo, save_float_model
+from .model import BitSwapVAE, Net, export_integer_model, load_float_model, neg_elbo, save_float_model
 from .polyphase import PolyphaseConfig
 from .patches import PATCH
 from .zoo import ARCHITECTURES, load_model_file
@@ -69,8 +69,6 @@ PRESETS = {
     ),
     "polyphase-gray": PolyphaseConfig(channels=1, latent_channels=4, latent_layers=2, width=64, res_blocks=2, name="polyphase-gray"),
 }
-DISTILL_LR = 1e-3
-"""Learning rate of ``--distill-steps`` (falling to a tenth): the networks it trains start fresh."""
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
 
@@ -257,9 +255,6 @@ class Settings:
     """Share of training crops made by :func:`synthetic_patches` (flat, gradients, graphics)."""
     init: str = ""
     """Float checkpoint whose weights start the run (fine-tuning); empty: data-dependent init."""
-    distill_steps: int = 0
-    """Steps that first teach the networks ``init`` has in other shapes (narrower, say) to give that
-    model's codes, so the networks that read their latents keep the meaning they were trained on."""
     val_patches: int = 1024
     val_every: int = 500
     seed: int = 0
@@ -267,7 +262,7 @@ class Settings:
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         data["config"] = json.loads(self.config.to_json())
-        for optional in ("warmup", "ema", "distill_steps"):
+        for optional in ("warmup", "ema"):
             if not data[optional]:
                 del data[optional]  # as before the option existed, so earlier checkpoints resume
         return json.dumps(data, sort_keys=True)
@@ -420,50 +415,11 @@ class Trainer:
             raise BitSwapError(f"--init model has config {start.config}, the run wants {wanted}")
         fresh = self.model.adopt(start)
         self.model.quantized = False
-        record = {"step": 0, "init": self.settings.init, "fresh_networks": fresh}
         if fresh:
             networks = dict(self.model.integer_networks())
             data_dependent_init(self.model, sample, [networks[name] for name in fresh])
-            if self.settings.distill_steps:
-                record["distill_loss"] = self._distill(start.to(self.device), fresh)
         if self.rank == 0:
-            self._log({**record, "val_bpd": self.validate()})
-
-    def _distill(self, teacher: BitSwapVAE, fresh: list[str]) -> list[float]:
-        """Train the latent networks among ``fresh`` that ``teacher`` has (in other shapes) to give its
-        codes on the latents it samples, for ``distill_steps`` steps at ``DISTILL_LR``; returns the
-        loss (squared mean error in scales plus squared log-scale error, per latent) at the start and end."""
-        teacher.quantized = False
-        students = [name for name, _ in teacher.integer_networks() if name in fresh]
-        networks = dict(self.model.integer_networks())
-        optimizer = torch.optim.Adam([p for name in students for p in networks[name].parameters()], lr=DISTILL_LR)
-        losses = []
-        for step in range(self.settings.distill_steps):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, self.settings.distill_steps, DISTILL_LR, DISTILL_LR / 10)
-            x = self.train_data.sample(self.settings.batch, np.random.default_rng([self.settings.seed, step, 7])).to(self.device)
-            loss = torch.zeros((), device=self.device)
-            inp = x
-            for level in range(teacher.config.latent_layers):
-                with torch.no_grad():
-                    target = codes_to_bins(*teacher.posterior(level, inp))
-                    z = teacher._sample(*target, self.noise)
-                pairs = [(f"q.{level}", target, lambda m=self.model, i=inp, k=level: m.posterior(k, i))]
-                if level:
-                    with torch.no_grad():
-                        prior_target = codes_to_bins(*teacher.prior(level, z)[:2])
-                    pairs.append((f"p.{level}", prior_target, lambda m=self.model, i=z, k=level: m.prior(k, i)))
-                for name, (mean, log_scale), student in pairs:
-                    if name in students:
-                        got_mean, got_log_scale = codes_to_bins(*student()[:2])
-                        loss = loss + (((got_mean - mean) * torch.exp(-log_scale)) ** 2 + (got_log_scale - log_scale) ** 2).mean()
-                inp = z
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if step in (0, self.settings.distill_steps - 1):
-                losses.append(float(loss.detach()))
-        return losses
+            self._log({"step": 0, "init": self.settings.init, "fresh_networks": fresh, "val_bpd": self.validate()})
 
     def _train_step(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> torch.Tensor:
         """One optimizer step on patches ``x``; returns the batch's -ELBO (a device scalar, no sync)."""
@@ -709,8 +665,6 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         "gradient and few-colour content (default: 0)")
     parser.add_argument("--init", default="", help="start from these float weights (<name>.float.safetensors of an earlier run, "
                         "or the one shipped beside a model)")
-    parser.add_argument("--distill-steps", type=int, default=0, help="first train the networks --init has in other shapes "
-                        "(e.g. narrower --width) to give its codes, for this many steps (default: 0)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--minutes", type=float, help="plan --steps and --qat-steps to take about this long (85%%/15%%)")
     parser.add_argument("--time-limit", type=float, help="stop (with a checkpoint) after this many seconds; --resume continues")
