@@ -78,10 +78,16 @@ class ModelConfig:
     head_input_bits: int = 8
     """Bits of the activations every network's head reads: above 8, the rounding that costs the most
     (those activations' 8 bits) shrinks while the head's weights keep their precision."""
+    upper_width: int = 0
+    """Width of the networks above z1, q(z_{i+1} | z_i) and p(z_i | z_{i+1}) for i >= 1 (0: ``width``).
+    They only shape the latents' KL, so they can be leaner than q(z1 | x), whose z1 the pixels'
+    networks read."""
+    upper_blocks: int = -1
+    """Residual blocks of the networks above z1 (-1: ``res_blocks``)."""
 
-    omitted_at_default: ClassVar[tuple[str, ...]] = ("head_input_bits",)
+    omitted_at_default: ClassVar[tuple[str, ...]] = ("head_input_bits", "upper_width", "upper_blocks")
     """Fields :meth:`to_json` leaves out when they hold their default."""
-    growable: ClassVar[tuple[str, ...]] = ("head_input_bits", "width", "res_blocks")
+    growable: ClassVar[tuple[str, ...]] = ("head_input_bits", "width", "res_blocks", "upper_width", "upper_blocks")
     """Fields in which a model may differ from the trained weights it starts from: networks whose
     shapes change start fresh (e.g. narrower latent networks beside trained pixel passes); the
     quantizers are calibrated anew anyway."""
@@ -98,10 +104,18 @@ class ModelConfig:
             "channel_conditioning": not self.channel_conditioning or self.channels == 3,
             "name": isinstance(self.name, str) and 0 < len(self.name) <= 64,
             "head_input_bits": 8 <= self.head_input_bits <= 12,
+            "upper_width": 0 <= self.upper_width <= 1024,
+            "upper_blocks": -1 <= self.upper_blocks <= 32,
         }
         for field, ok in checks.items():
             if not ok:
                 raise BitSwapError(f"invalid model config field {field}={getattr(self, field)!r}")
+
+    def net_size(self, level: int) -> tuple[int, int]:
+        """(width, residual blocks) of the networks q(z_{level+1} | z_level) and p(z_level | z_{level+1})."""
+        if level == 0:
+            return self.width, self.res_blocks
+        return self.upper_width or self.width, self.res_blocks if self.upper_blocks < 0 else self.upper_blocks
 
     @property
     def latent_side(self) -> int:

@@ -274,8 +274,8 @@ class IntegerVAE:
     def network_specs(cls, config: ModelConfig) -> dict[str, tuple[NetSpec, int, int]]:
         """(spec, width, residual blocks) of each network, by name."""
         q_specs, p_specs = net_specs(config)
-        specs = {f"q.{i}": (spec, config.width, config.res_blocks) for i, spec in enumerate(q_specs)}
-        specs.update({f"p.{i}": (spec, config.width, config.res_blocks) for i, spec in enumerate(p_specs)})
+        specs = {f"q.{i}": (spec, *config.net_size(i)) for i, spec in enumerate(q_specs)}
+        specs.update({f"p.{i}": (spec, *config.net_size(i)) for i, spec in enumerate(p_specs)})
         return specs
 
     # -- network codes ----------------------------------------------------

@@ -328,8 +328,8 @@ class BitSwapVAE(nn.Module):
         super().__init__()
         self.config = config
         q_specs, p_specs = net_specs(config)
-        self.q = nn.ModuleList(Net(s, config.width, config.res_blocks) for s in q_specs)
-        self.p = nn.ModuleList(Net(s, config.width, config.res_blocks) for s in p_specs)
+        self.q = nn.ModuleList(Net(s, *config.net_size(i)) for i, s in enumerate(q_specs))
+        self.p = nn.ModuleList(Net(s, *config.net_size(i)) for i, s in enumerate(p_specs))
         self.quantized = False
         """Whether forward passes emulate the integer model (set by :meth:`calibrate`; a plain bool,
         so reading it never synchronises with a GPU; saved in the state dict as extra state)."""

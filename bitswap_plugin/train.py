@@ -635,7 +635,8 @@ def plot_log(log: Path, png: Path) -> bool:
 # -- command line ------------------------------------------------------------
 
 
-_INT_OVERRIDES = ("width", "res_blocks", "latent_channels", "latent_layers", "context_width", "context_blocks", "levels", "head_input_bits")
+_INT_OVERRIDES = ("width", "res_blocks", "upper_width", "upper_blocks", "latent_channels", "latent_layers", "context_width",
+                  "context_blocks", "levels", "head_input_bits")
 """Integer configuration fields the command line may override (context_* and levels: polyphase presets)."""
 
 
