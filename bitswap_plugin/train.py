@@ -255,6 +255,9 @@ class Settings:
     """Share of training crops made by :func:`synthetic_patches` (flat, gradients, graphics)."""
     init: str = ""
     """Float checkpoint whose weights start the run (fine-tuning); empty: data-dependent init."""
+    fresh_lr: float = 0.0
+    """Float-phase learning rate of the networks that start fresh in a run from ``init`` (0: ``lr``),
+    on ``lr``'s schedule: new networks need a rate that would undo the trained ones."""
     val_patches: int = 1024
     val_every: int = 500
     seed: int = 0
@@ -262,7 +265,7 @@ class Settings:
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         data["config"] = json.loads(self.config.to_json())
-        for optional in ("warmup", "ema"):
+        for optional in ("warmup", "ema", "fresh_lr"):
             if not data[optional]:
                 del data[optional]  # as before the option existed, so earlier checkpoints resume
         return json.dumps(data, sort_keys=True)
@@ -297,6 +300,8 @@ class Trainer:
         self.averaged_steps = 0
         """How many weights the average holds (the ones it started at count as one)."""
         self.noise = torch.Generator(device=device)
+        self.fresh: list[str] = []
+        """Networks that started fresh in a run from ``settings.init`` (they train at ``fresh_lr``)."""
         self.float_val: float | None = None
         self.calibrated: dict | None = None
         """The model as calibration left it (quantized mode, before any QAT step) and its validation
@@ -312,7 +317,13 @@ class Trainer:
     # -- state
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.settings.lr, betas=(0.9, 0.999))
+        """Adam; with ``fresh_lr``, the fresh networks in a group whose rate is scaled by ``fresh_lr / lr``."""
+        networks = dict(self.model.integer_networks())
+        fresh = {id(p) for name in self.fresh for p in networks[name].parameters()} if self.settings.fresh_lr else set()
+        groups = [{"params": [p for p in self.model.parameters() if id(p) not in fresh]}]
+        if fresh:
+            groups.append({"params": [p for p in self.model.parameters() if id(p) in fresh], "scale": self.settings.fresh_lr / self.settings.lr})
+        return torch.optim.Adam(groups, lr=self.settings.lr, betas=(0.9, 0.999))
 
     def _save(self, optimizer: torch.optim.Optimizer) -> None:
         if self.rank != 0:
@@ -323,6 +334,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "float_val": -1.0 if self.float_val is None else self.float_val,
+            "fresh": self.fresh,
         }
         if self.calibrated is not None:
             state["calibrated"] = self.calibrated
@@ -342,6 +354,7 @@ class Trainer:
         self.step = int(state["step"])
         self.model.load_state_dict(state["model"])
         self.float_val = None if state["float_val"] < 0 else float(state["float_val"])
+        self.fresh = list(state.get("fresh", []))
         self.calibrated = state.get("calibrated")
         # an average saved before the plain-mean start has no count: it continues at the full decay
         self._start_average(state.get("average"), int(state.get("averaged_steps", 1 << 62 if "average" in state else 1)))
@@ -413,7 +426,7 @@ class Trainer:
             getattr(start.config, f.name) != getattr(wanted, f.name) for f in dataclasses.fields(wanted) if f.name not in ignored
         ):
             raise BitSwapError(f"--init model has config {start.config}, the run wants {wanted}")
-        fresh = self.model.adopt(start)
+        fresh = self.fresh = self.model.adopt(start)
         self.model.quantized = False
         if fresh:
             networks = dict(self.model.integer_networks())
@@ -494,7 +507,7 @@ class Trainer:
             lr = s.qat_lr if qat else learning_rate(self.step, s.steps, s.lr, s.lr_end)
             lr *= min(1.0, (self.step - (s.steps if qat else 0) + 1) / max(1, s.warmup))
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * (1.0 if qat else group.get("scale", 1.0))
             x = self.train_data.sample(s.batch, self._streams(0), transpose=s.transpose, synthetic=s.synthetic).to(self.device, non_blocking=True)
             window_sum += self._train_step(net, optimizer, x)
             if self.average is not None:
@@ -666,6 +679,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         "gradient and few-colour content (default: 0)")
     parser.add_argument("--init", default="", help="start from these float weights (<name>.float.safetensors of an earlier run, "
                         "or the one shipped beside a model)")
+    parser.add_argument("--fresh-lr", type=float, default=0.0, help="float-phase learning rate of the networks that start "
+                        "fresh in a run from --init, on --lr's schedule (default: --lr)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--minutes", type=float, help="plan --steps and --qat-steps to take about this long (85%%/15%%)")
     parser.add_argument("--time-limit", type=float, help="stop (with a checkpoint) after this many seconds; --resume continues")

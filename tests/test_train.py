@@ -258,3 +258,27 @@ def test_synthetic_crops_are_flat_smooth_or_few_coloured(data: Path) -> None:
     flat = sum(len(np.unique(c)) <= 3 for c in mixed)
     assert 15 < flat < 60  # a quarter synthetic, a third of those flat and noiseless; photo crops never are
     assert (sampler.sample(64, np.random.default_rng(2)).numpy().std(axis=(2, 3)) > 0).all()
+
+
+def test_fresh_networks_train_at_their_own_rate_across_a_resume(data: Path, tmp_path: Path) -> None:
+    """--fresh-lr: in a run grown from --init, the networks that start fresh take steps of their own rate.
+
+    Adam's first step moves every weight with a gradient by exactly its rate (m / sqrt(v) = ±1), so
+    one step after a resume shows which rate each network got, and that the checkpoint kept the split."""
+    from bitswap_plugin.train import Trainer, build_parser, settings_from_args
+
+    base = ["--data", str(data), *TINY, "--preset", "polyphase-rgb", "--context-width", "8", "--context-blocks", "0", "--threads", "1"]
+    assert _train(data, tmp_path / "one", *base[2:], "--steps", "0", "--qat-steps", "1") == 0
+    args = build_parser().parse_args([*base, "--out", str(tmp_path / "grown"), "--upper-width", "4", "--steps", "5", "--qat-steps", "0",
+                                      "--lr", "1e-4", "--fresh-lr", "1e-2", "--init", str(tmp_path / "one" / "polyphase-rgb.float.safetensors")])
+    settings = settings_from_args(args)
+    (tmp_path / "grown").mkdir()
+    assert not Trainer(settings, tmp_path / "grown", torch.device("cpu"), amp=False, progress=False).run(resume=False, max_steps=0)
+    before = torch.load(tmp_path / "grown" / "checkpoint.pt", weights_only=True)["model"]
+    trainer = Trainer(settings, tmp_path / "grown", torch.device("cpu"), amp=False, progress=False)
+    assert not trainer.run(resume=True, max_steps=1)
+    assert sorted(trainer.fresh) == ["p.1", "q.1"]
+    names = {id(p): name for name, p in trainer.model.named_parameters()}
+    for name, net in trainer.model.integer_networks():
+        step = max(float((p.detach() - before[names[id(p)]]).abs().max()) for p in net.parameters())
+        assert step == pytest.approx(1e-2 if name in trainer.fresh else 1e-4, rel=1e-3), name
