@@ -258,9 +258,6 @@ class Settings:
     fresh_lr: float = 0.0
     """Float-phase learning rate of the networks that start fresh in a run from ``init`` (0: ``lr``),
     on ``lr``'s schedule: new networks need a rate that would undo the trained ones."""
-    fresh_only_steps: int = 0
-    """First steps in which only the fresh networks train: the trained ones would otherwise bend
-    towards them (the KL against a fresh prior pulls on the posterior whose z1 the passes read)."""
     val_patches: int = 1024
     val_every: int = 500
     seed: int = 0
@@ -268,7 +265,7 @@ class Settings:
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         data["config"] = json.loads(self.config.to_json())
-        for optional in ("warmup", "ema", "fresh_lr", "fresh_only_steps"):
+        for optional in ("warmup", "ema", "fresh_lr"):
             if not data[optional]:
                 del data[optional]  # as before the option existed, so earlier checkpoints resume
         return json.dumps(data, sort_keys=True)
@@ -320,13 +317,12 @@ class Trainer:
     # -- state
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        """Adam; the fresh networks (if any) in a group of their own, whose rate is scaled by ``fresh_lr / lr``."""
+        """Adam; with ``fresh_lr``, the fresh networks in a group whose rate is scaled by ``fresh_lr / lr``."""
         networks = dict(self.model.integer_networks())
-        fresh = {id(p) for name in self.fresh for p in networks[name].parameters()}
+        fresh = {id(p) for name in self.fresh for p in networks[name].parameters()} if self.settings.fresh_lr else set()
         groups = [{"params": [p for p in self.model.parameters() if id(p) not in fresh]}]
         if fresh:
-            scale = (self.settings.fresh_lr or self.settings.lr) / self.settings.lr
-            groups.append({"params": [p for p in self.model.parameters() if id(p) in fresh], "scale": scale})
+            groups.append({"params": [p for p in self.model.parameters() if id(p) in fresh], "scale": self.settings.fresh_lr / self.settings.lr})
         return torch.optim.Adam(groups, lr=self.settings.lr, betas=(0.9, 0.999))
 
     def _save(self, optimizer: torch.optim.Optimizer) -> None:
@@ -511,12 +507,7 @@ class Trainer:
             lr = s.qat_lr if qat else learning_rate(self.step, s.steps, s.lr, s.lr_end)
             lr *= min(1.0, (self.step - (s.steps if qat else 0) + 1) / max(1, s.warmup))
             for group in optimizer.param_groups:
-                if qat:
-                    group["lr"] = lr
-                elif "scale" in group:
-                    group["lr"] = lr * group["scale"]
-                else:
-                    group["lr"] = lr if self.step >= s.fresh_only_steps or not self.fresh else 0.0
+                group["lr"] = lr * (1.0 if qat else group.get("scale", 1.0))
             x = self.train_data.sample(s.batch, self._streams(0), transpose=s.transpose, synthetic=s.synthetic).to(self.device, non_blocking=True)
             window_sum += self._train_step(net, optimizer, x)
             if self.average is not None:
@@ -690,8 +681,6 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         "or the one shipped beside a model)")
     parser.add_argument("--fresh-lr", type=float, default=0.0, help="float-phase learning rate of the networks that start "
                         "fresh in a run from --init, on --lr's schedule (default: --lr)")
-    parser.add_argument("--fresh-only-steps", type=int, default=0, help="in a run from --init, train only the networks "
-                        "that start fresh for this many steps first (default: 0)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--minutes", type=float, help="plan --steps and --qat-steps to take about this long (85%%/15%%)")
     parser.add_argument("--time-limit", type=float, help="stop (with a checkpoint) after this many seconds; --resume continues")

@@ -282,13 +282,3 @@ def test_fresh_networks_train_at_their_own_rate_across_a_resume(data: Path, tmp_
     for name, net in trainer.model.integer_networks():
         step = max(float((p.detach() - before[names[id(p)]]).abs().max()) for p in net.parameters())
         assert step == pytest.approx(1e-2 if name in trainer.fresh else 1e-4, rel=1e-3), name
-    # with --fresh-only-steps the trained networks wait
-    args = build_parser().parse_args([*base, "--out", str(tmp_path / "wait"), "--upper-width", "4", "--steps", "5",
-                                      "--qat-steps", "0", "--fresh-only-steps", "2", "--init", str(tmp_path / "one" / "polyphase-rgb.float.safetensors")])
-    trainer = Trainer(settings_from_args(args), tmp_path / "wait", torch.device("cpu"), amp=False, progress=False)
-    (tmp_path / "wait").mkdir()
-    assert not trainer.run(resume=False, max_steps=1)
-    start = load_float_model(tmp_path / "one" / "polyphase-rgb.float.safetensors")
-    for (name, net), (_, trained) in zip(trainer.model.integer_networks(), start.integer_networks()):
-        if name not in trainer.fresh:
-            assert all(torch.equal(p, q) for p, q in zip(net.parameters(), trained.parameters())), name
