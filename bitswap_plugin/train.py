@@ -198,6 +198,34 @@ def data_dependent_init(model: BitSwapVAE, x: torch.Tensor, nets: list[Net] | No
             hook.remove()
 
 
+@torch.no_grad()
+def match_heads(model: BitSwapVAE, start: BitSwapVAE, x: torch.Tensor, names: list[str]) -> None:
+    """Make the heads of ``model``'s networks ``names`` give, whatever their input, the mean codes per
+    channel that ``start``'s networks of the same names give on patches ``x`` (float mode): zero
+    weights, the mean as bias.
+
+    A fresh network that replaces a trained one (a leaner prior, say) then starts where the trained
+    one is on average, instead of at codes whose scales spread the KL by orders of magnitude; its
+    weights leave zero at the first step.
+    """
+    nets = dict(start.integer_networks())
+    means: dict[str, torch.Tensor] = {}
+    hooks = [nets[name].head.conv.register_forward_hook(
+        lambda _module, _inputs, output, name=name: means.__setitem__(name, output.mean((0, 2, 3))))
+        for name in names]
+    quantized, start.quantized = start.quantized, False
+    try:
+        start(x)
+    finally:
+        start.quantized = quantized
+        for hook in hooks:
+            hook.remove()
+    nets = dict(model.integer_networks())
+    for name in names:
+        nets[name].head.conv.weight.zero_()
+        nets[name].head.conv.bias.copy_(means[name])
+
+
 def learning_rate(step: int, steps: int, lr: float, lr_end: float) -> float:
     """Exponential decay from ``lr`` at step 0 to ``lr_end`` at ``steps``."""
     return lr * (lr_end / lr) ** min(1.0, step / max(1, steps))
@@ -414,7 +442,7 @@ class Trainer:
         """Weights from ``settings.init`` (fine-tuning; quantizers are re-calibrated later), else
         data-dependent. The name may differ, since a fine-tuned model is a new model, and so may the
         configuration's growable fields: networks the earlier model lacks, or has in other shapes, get a
-        data-dependent init."""
+        data-dependent init, and the latter start at the mean codes of the networks they replace."""
         sample = self.train_data.sample(256, self._streams(1)).to(self.device)
         if not self.settings.init:
             data_dependent_init(self.model, sample)
@@ -431,6 +459,7 @@ class Trainer:
         if fresh:
             networks = dict(self.model.integer_networks())
             data_dependent_init(self.model, sample, [networks[name] for name in fresh])
+            match_heads(self.model, start.to(self.device), sample, [name for name, _ in start.integer_networks() if name in fresh])
         if self.rank == 0:
             self._log({"step": 0, "init": self.settings.init, "fresh_networks": fresh, "val_bpd": self.validate()})
 

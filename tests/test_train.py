@@ -17,7 +17,7 @@ from bitswap_plugin import compress, decompress, zoo
 from bitswap_plugin.errors import BitSwapError
 from bitswap_plugin.cli import main as cli_main
 from bitswap_plugin.zoo import load_model_file
-from bitswap_plugin.model import load_float_model
+from bitswap_plugin.model import load_float_model, neg_elbo
 from bitswap_plugin.train import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,7 +273,15 @@ def test_fresh_networks_train_at_their_own_rate_across_a_resume(data: Path, tmp_
                                       "--lr", "1e-4", "--fresh-lr", "1e-2", "--init", str(tmp_path / "one" / "polyphase-rgb.float.safetensors")])
     settings = settings_from_args(args)
     (tmp_path / "grown").mkdir()
-    assert not Trainer(settings, tmp_path / "grown", torch.device("cpu"), amp=False, progress=False).run(resume=False, max_steps=0)
+    trainer = Trainer(settings, tmp_path / "grown", torch.device("cpu"), amp=False, progress=False)
+    assert not trainer.run(resume=False, max_steps=0)
+    # the fresh networks start at the replaced ones' mean codes, whatever their input, so the grown
+    # model starts no worse than the one it grew from
+    start = load_float_model(tmp_path / "one" / "polyphase-rgb.float.safetensors")
+    start.quantized = False
+    codes = trainer.model.prior(1, torch.randint(0, 1024, (4, 8, 16, 16)))
+    assert all(float(c.std((0, 2, 3)).max()) == 0 for c in codes)
+    assert read_log(tmp_path / "grown" / "log.jsonl")[0]["val_bpd"] <= neg_elbo(start, trainer.val) * 1.02
     before = torch.load(tmp_path / "grown" / "checkpoint.pt", weights_only=True)["model"]
     trainer = Trainer(settings, tmp_path / "grown", torch.device("cpu"), amp=False, progress=False)
     assert not trainer.run(resume=True, max_steps=1)
