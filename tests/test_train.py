@@ -279,7 +279,8 @@ def test_fresh_networks_train_at_their_own_rate_across_a_resume(data: Path, tmp_
     # model starts no worse than the one it grew from
     start = load_float_model(tmp_path / "one" / "polyphase-rgb.float.safetensors")
     start.quantized = False
-    codes = trainer.model.prior(1, torch.randint(0, 1024, (4, 8, 16, 16)))
+    with torch.no_grad():
+        codes = trainer.model.prior(1, torch.randint(0, 1024, (4, 8, 16, 16)))
     assert all(float(c.std((0, 2, 3)).max()) == 0 for c in codes)
     assert read_log(tmp_path / "grown" / "log.jsonl")[0]["val_bpd"] <= neg_elbo(start, trainer.val) * 1.02
     before = torch.load(tmp_path / "grown" / "checkpoint.pt", weights_only=True)["model"]
