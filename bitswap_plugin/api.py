@@ -40,6 +40,9 @@ a sample of this many patches, and run it only if it may beat the classical stre
 _ESTIMATE_MARGIN = 1.05
 """Run the learned coder when its estimate is below this many times the classical size
 (a sample of 64 patches estimates a Kodak image's size within a few per cent)."""
+_FIT_FROM_PATCHES = 32
+"""Each model's log-scale offsets are fitted on an evenly spaced sample of at most this many of
+its patches (format version 5)."""
 _GRAPHICS_BITS = 1.0
 """When fast WebP needs at most this many bits per subpixel (graphics: text, charts, palettes,
 masks), also try WebP's best effort, up to 30 % smaller there and quick on such content."""
@@ -345,13 +348,15 @@ def _learned_stream(
     method = header.plan.method
     unique = list(dict.fromkeys(names))
     planes = _planes(coded, mode, names, device)
+    scale_offsets = _scale_offsets(planes)
     total_patches = sum(len(plane.grid) for plane in planes)
     candidates = [None] if total_patches > _SMALL_IMAGE_PATCHES else [None, total_patches]
     best, seeds_tried = None, set()
     for seed_patches in candidates:
         if seed_patches in seeds_tried:
             continue  # the seed search already took every patch
-        plan, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches is None else None)
+        plan, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches is None else None, scale_offsets)
+        plan.scale_offsets = [tuple(scale_offsets.get(zoo.load_model(name, device=device), ())) for name in unique]
         seeds_tried.add(plan.seed_patches)
         num_lanes, head, tail = coder.to_bytes()
         learned = dataclasses.replace(
@@ -365,6 +370,30 @@ def _learned_stream(
         if best is None or len(data) < len(best):
             best = data
     return best
+
+
+def _scale_offsets(planes: list) -> dict[IntegerVAE, tuple[int, ...]]:
+    """Each model's log-scale offsets, fitted on a sample of its patches
+    (:func:`~.coders.fit_scale_offsets`), where they save more than the header bytes they take."""
+    import torch
+
+    from .coders import fit_scale_offsets
+
+    by_model: dict[IntegerVAE, list] = {}
+    for plane in planes:
+        by_model.setdefault(plane.model, []).append(plane)
+    offsets = {}
+    for model, own in by_model.items():
+        counts = [len(plane.grid) for plane in own]
+        chosen = np.unique(np.linspace(0, sum(counts) - 1, min(_FIT_FROM_PATCHES, sum(counts))).round().astype(int))
+        sample, first = [], 0
+        for plane, count in zip(own, counts):
+            sample += [plane.grid.extract(plane.pixels, i, i + 1) for i in (chosen[(chosen >= first) & (chosen < first + count)] - first).tolist()]
+            first += count
+        fitted, saved = fit_scale_offsets(model, torch.cat(sample), torch.Generator().manual_seed(0))
+        if saved * sum(counts) / len(chosen) > 8 * len(fitted):
+            offsets[model] = fitted
+    return offsets
 
 
 def read_info(data: bytes) -> ImageInfo:
@@ -469,11 +498,14 @@ def _decode_learned(
     if any(model.pixel_context for model in models) and not header.plan.version.pixel_context:
         raise CorruptFileError(f"corrupt .bsw file: a version {header.plan.version.number} stream names a model with pixel context")
     _check_seed_fits(header, plane_models)
+    offsets = header.plan.scale_offsets
+    if any(len(steps) not in (0, model.likelihood_steps) for model, steps in zip(models, offsets)):
+        raise CorruptFileError("corrupt .bsw file: a model's scale offsets do not match its likelihood's steps")
     # every pixel is decoded (seed and groups cover all patches): pages are touched only as decoding gets there
     stack = torch.empty((header.frames, mode.channels, header.height, header.width), dtype=torch.uint8, device=device)
     planes = [Plane(stack[frame, plane.slice], model) for plane, model in zip(mode.planes, plane_models) for frame in range(header.frames)]
     coder = AnsCoder.from_bytes(header.num_lanes, head, tail, device, bottomless=False)
-    decode_planes(coder, planes, header.plan, batch_size, progress)
+    decode_planes(coder, planes, header.plan, batch_size, progress, dict(zip(models, offsets)))
     return stack.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from . import fileformat
 from .errors import CorruptFileError, TruncatedFileError, UnsupportedFormatError
-from .fileformat import MAGIC, MAX_METADATA_BYTES, METHODS, MODES, PATCH, Mode, StreamPlan, coded_mode
+from .fileformat import MAGIC, MAX_METADATA_BYTES, METHODS, MODES, PATCH, SCALE_OFFSET_RANGE, Mode, StreamPlan, coded_mode
 
 _MODE_NAMES = tuple(MODES)
 _FIXED = struct.Struct("<8sBBBBBIIII")  # magic, version, mode, method, patch, flags, height, width, frames, pixel crc
@@ -165,12 +165,14 @@ def pack(header: Header, head_bytes: bytes, tail_bytes: bytes = b"") -> bytes:
             encoded = key.encode()
             body += varint(len(encoded)) + encoded + varint(len(value)) + value
     if header.learned:
+        plan = header.plan
         body += bytes([len(header.models)])
-        for name, digest in header.models:
+        for (name, digest), offsets in zip(header.models, _scale_offsets(header), strict=True):
             encoded = name.encode()
             body += bytes([len(encoded)]) + encoded + bytes.fromhex(digest)
+            if plan.version.scale_offsets:
+                body += bytes([len(offsets)]) + struct.pack(f"<{len(offsets)}b", *offsets)
         body += bytes(header.plane_models)
-        plan = header.plan
         for value in (plan.seed_patches, plan.seed_length, len(plan.group_sizes)):
             body += varint(value)
         for size, lanes in zip(plan.group_sizes, plan.lanes_added):
@@ -180,6 +182,18 @@ def pack(header: Header, head_bytes: bytes, tail_bytes: bytes = b"") -> bytes:
         body += varint(value)
     body += struct.pack("<I", zlib.crc32(body))
     return bytes(body) + head_bytes + tail_bytes
+
+
+def _scale_offsets(header: Header) -> list[tuple[int, ...]]:
+    """Each model's log-scale offsets as the header stores them (none for every model if the plan
+    has none); raises ValueError for offsets this version cannot store."""
+    plan = header.plan
+    offsets = plan.scale_offsets or [()] * len(header.models)
+    if plan.scale_offsets and not plan.version.scale_offsets:
+        raise ValueError(f"format version {plan.version.number} cannot store scale offsets")
+    if any(len(steps) > 255 or any(d not in SCALE_OFFSET_RANGE for d in steps) for steps in offsets):
+        raise ValueError(f"scale offsets must be at most 255 signed bytes per model, got {offsets}")
+    return offsets
 
 
 def _patch_area(height: int, width: int, count: int) -> int:
@@ -283,6 +297,9 @@ def read_header(data: bytes) -> tuple[Header, int]:
         for _ in range(reader.take(1)[0]):
             name = reader.take(reader.take(1)[0])
             models.append((name.decode("utf-8", "replace"), reader.take(32).hex()))
+            if plan.version.scale_offsets:
+                raw = reader.take(reader.take(1)[0])
+                plan.scale_offsets.append(struct.unpack(f"<{len(raw)}b", raw))
         plane_models = list(reader.take(len(coded.planes)))
         plan.seed_patches, plan.seed_length, group_count = reader.varint(), reader.varint(), reader.varint()
         if 2 * group_count > len(data) - reader.offset:

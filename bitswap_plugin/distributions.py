@@ -99,10 +99,11 @@ class DiscretizedLogistic(EntropyModel):
     ) -> None:
         if num_bins < 2 or num_bins > TOTAL // 2 or num_bins & (num_bins - 1):
             raise ValueError(f"num_bins must be a power of two in [2, {TOTAL // 2}]")
+        self.mean, self.log_scale = mean.reshape(-1), log_scale.reshape(-1)
         # t(k) = (k - 1/2 - mean) / scale = k * slope - offset, with sigmoid's low end folded in
-        inv_scale = inverse_scale(log_scale.reshape(-1))
+        inv_scale = inverse_scale(self.log_scale)
         self.slope = inv_scale << MEAN_FRAC
-        self.offset = (mean.reshape(-1) + (1 << (MEAN_FRAC - 1))) * inv_scale + SIGMOID_LOW
+        self.offset = (self.mean + (1 << (MEAN_FRAC - 1))) * inv_scale + SIGMOID_LOW
         self.num_bins = num_bins
         self.known = None if known is None else known.reshape(-1)
         self._inverse: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -111,9 +112,15 @@ class DiscretizedLogistic(EntropyModel):
     def __len__(self) -> int:
         return self.slope.numel()
 
+    def rescaled(self, log_scale_offset: int) -> "DiscretizedLogistic":
+        """The family with every log-scale code moved by ``log_scale_offset`` (then clamped as any
+        code is): wider distributions above 0, sharper below (a stream's per-step offsets)."""
+        return DiscretizedLogistic(self.mean, self.log_scale + log_scale_offset, self.num_bins, self.known)
+
     def __getitem__(self, index: slice) -> "DiscretizedLogistic":
         """The family of the symbols ``index`` selects (what one pop step decodes)."""
         part = copy.copy(self)
+        part.mean, part.log_scale = self.mean[index], self.log_scale[index]
         part.slope, part.offset = self.slope[index], self.offset[index]
         part.known = None if self.known is None else self.known[index]
         part._inverse = tuple(t[index] for t in self._inverse_cdf())

@@ -76,6 +76,23 @@ def _inv_scale_table() -> tuple[int, ...]:
         )
 
 
+CODE_LENGTH_FRAC = 16
+"""Fractional bits of :func:`code_length`."""
+_LOG2_MANTISSA_BITS = 12
+
+
+@functools.lru_cache(maxsize=None)
+def _log2_table() -> tuple[int, ...]:
+    """-log2(m) << CODE_LENGTH_FRAC for the midpoints m of the 2**12 mantissa bins of [1/2, 1), rounded."""
+    with decimal.localcontext(_decimal_context()):
+        bins = 1 << _LOG2_MANTISSA_BITS
+        ln2 = decimal.Decimal(2).ln()
+        return tuple(
+            int((-(decimal.Decimal(2 * (bins + i) + 1) / (4 * bins)).ln() / ln2 * (1 << CODE_LENGTH_FRAC)).to_integral_value())
+            for i in range(bins)
+        )
+
+
 _TABLES: dict[tuple[str, torch.device], torch.Tensor] = {}
 _TABLES_LOCK = threading.Lock()
 
@@ -98,7 +115,7 @@ def _table(name: str, device: torch.device) -> torch.Tensor:
     key = (name, torch.device(device))
     table = _TABLES.get(key)
     if table is None:
-        values = _sigmoid_segments() if name == "sigmoid" else _inv_scale_table()
+        values = {"sigmoid": _sigmoid_segments, "inv_scale": _inv_scale_table, "log2": _log2_table}[name]()
         table = torch.tensor(values, dtype=torch.int64, device=device)
         with _TABLES_LOCK:
             table = _TABLES.setdefault(key, table)
@@ -109,6 +126,17 @@ def inverse_scale(log_scale: torch.Tensor) -> torch.Tensor:
     """exp(-log_scale) with :data:`INV_SCALE_FRAC` fractional bits, for clamped log-scale codes."""
     table = _table("inv_scale", log_scale.device)
     return table[log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX) - LOG_SCALE_MIN]
+
+
+def code_length(freq: torch.Tensor) -> torch.Tensor:
+    """-log2(freq / 2**PRECISION) of frequencies in [1, 2**PRECISION], in units of
+    2**-CODE_LENGTH_FRAC bits (int64), within 2**-12 relative of the mantissa: integers from a table
+    and an exact float64 exponent, so their sums are the same on every machine and thread count
+    (for the encoder's choices; the coder itself never needs a logarithm)."""
+    mantissa, exponent = torch.frexp(freq.to(torch.float64))  # freq = mantissa * 2**exponent, mantissa in [1/2, 1)
+    index = (mantissa * (2 << _LOG2_MANTISSA_BITS)).to(torch.int64) - (1 << _LOG2_MANTISSA_BITS)
+    table = _table("log2", freq.device)
+    return ((PRECISION - exponent.to(torch.int64)) << CODE_LENGTH_FRAC) + table[index]
 
 
 _KNOT_SHIFT = T_FRAC - SIGMOID_STEP_BITS

@@ -305,6 +305,12 @@ class IntegerVAE:
             raise ValueError(f"latent prior levels are 1..{self.config.latent_layers - 1}, got {level}")
         return DiscretizedLogistic(*batched(functools.partial(self.prior_codes, level), above, batch), self.config.latent_bins)
 
+    @property
+    def likelihood_steps(self) -> int:
+        """How many entropy models the likelihood's ``steps`` yield: one per channel with channel
+        conditioning, else one (a stream's scale offsets have one per step)."""
+        return self.config.channels if self.config.channel_conditioning else 1
+
     def likelihood(self, z1: torch.Tensor, known: torch.Tensor | None = None, batch: int | None = None) -> ChannelConditionedLogistic:
         """p(x | z1); ``known`` marks padding pixels (coded at zero bits)."""
         return self.likelihood_type(batched(functools.partial(self.prior_codes, 0), z1, batch), known)

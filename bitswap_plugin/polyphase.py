@@ -218,6 +218,11 @@ class PolyphaseVAE(IntegerVAE):
             specs[p.name] = (spec, config.context_width, config.context_blocks)
         return specs
 
+    @property
+    def likelihood_steps(self) -> int:
+        per_subimage = self.config.channels if self.config.channel_conditioning else 1
+        return per_subimage * sum(len(p.subimages) for p in pass_plan(self.config))
+
     def pass_codes(self, name: str, inp: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Clamped codes of the pass network ``name`` for its integer input (:func:`pass_input`)."""
         return self._nets[name](inp)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bitswap_plugin.distributions import TOTAL, DiscretizedLogistic
 from bitswap_plugin.fixedpoint import (
+    CODE_LENGTH_FRAC,
     INV_SCALE_FRAC,
     LOG_SCALE_FRAC,
     LOG_SCALE_MAX,
@@ -20,6 +21,7 @@ from bitswap_plugin.fixedpoint import (
     SIGMOID_RANGE,
     SIGMOID_STEP_BITS,
     T_FRAC,
+    code_length,
     inverse_scale,
     sigmoid,
 )
@@ -186,15 +188,26 @@ def test_inverse_scale_is_correctly_rounded_and_clamped() -> None:
     assert beyond.tolist() == inverse_scale(torch.tensor([LOG_SCALE_MIN] * 2 + [LOG_SCALE_MAX] * 2)).tolist()
 
 
+def test_code_length_is_close_to_the_information() -> None:
+    freq = torch.cat([torch.tensor([1, 2, 3, 1 << 12, (1 << 24) - 1, 1 << 24]), torch.randint(1, TOTAL + 1, (100_000,))])
+    exact = 24 - torch.log2(freq.double())
+    approx = code_length(freq).double() / (1 << CODE_LENGTH_FRAC)
+    assert code_length(freq).dtype == torch.int64
+    assert float((approx - exact).abs().max()) < 2**-11  # a 12-bit mantissa: within 1/(2**13 ln 2) bits, plus rounding
+    assert code_length(torch.tensor([1 << 20])).item() == code_length(torch.tensor([1 << 21])).item() + (1 << CODE_LENGTH_FRAC)
+
+
 TABLE_HASH = """
 import hashlib
 import torch
-from bitswap_plugin.fixedpoint import LOG_SCALE_MAX, LOG_SCALE_MIN, inverse_scale, sigmoid
+from bitswap_plugin.fixedpoint import LOG_SCALE_MAX, LOG_SCALE_MIN, code_length, inverse_scale, sigmoid
 t = torch.arange(-{edge} - 1, {edge} + 1) * {knot}
-values = torch.cat([sigmoid(t), sigmoid(t + {knot} // 2), inverse_scale(torch.arange(LOG_SCALE_MIN, LOG_SCALE_MAX + 1))])
+values = torch.cat([sigmoid(t), sigmoid(t + {knot} // 2), inverse_scale(torch.arange(LOG_SCALE_MIN, LOG_SCALE_MAX + 1)),
+                    code_length(torch.arange(1 << 12, 1 << 13))])
 digest = hashlib.sha256(values.numpy().tobytes()).hexdigest()
 """.format(knot=KNOT, edge=EDGE)
-"""Hashes both tables: every knot value and, through the mid-knot values, every segment slope."""
+"""Hashes the tables: every sigmoid knot value and, through the mid-knot values, every segment slope;
+every inverse scale; every entry of the code-length table."""
 
 
 def fresh_table_hash(prelude: str = "") -> str:
