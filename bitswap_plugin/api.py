@@ -349,6 +349,7 @@ def _learned_stream(
     unique = list(dict.fromkeys(names))
     planes = _planes(coded, mode, names, device)
     scale_offsets = _scale_offsets(planes)
+    stored_offsets = [tuple(scale_offsets.get(zoo.load_model(name, device=device), ())) for name in unique]
     total_patches = sum(len(plane.grid) for plane in planes)
     candidates = [None] if total_patches > _SMALL_IMAGE_PATCHES else [None, total_patches]
     best, seeds_tried = None, set()
@@ -356,7 +357,7 @@ def _learned_stream(
         if seed_patches in seeds_tried:
             continue  # the seed search already took every patch
         plan, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches is None else None, scale_offsets)
-        plan.scale_offsets = [tuple(scale_offsets.get(zoo.load_model(name, device=device), ())) for name in unique]
+        plan.scale_offsets = stored_offsets
         seeds_tried.add(plan.seed_patches)
         num_lanes, head, tail = coder.to_bytes()
         learned = dataclasses.replace(
