@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from .ans import AnsCoder
-from .distributions import TOTAL, EntropyModel
+from .distributions import TOTAL, DiscretizedLogistic, EntropyModel
 from .errors import CorruptFileError
 from .fileformat import PATCH, SCALE_OFFSET_RANGE, VERSION, StreamPlan, Version
 from .fixedpoint import CODE_LENGTH_FRAC, code_length
@@ -470,26 +470,39 @@ def fit_scale_offsets(model: IntegerVAE, x: torch.Tensor, generator: torch.Gener
     A model trained on photographs predicts the noise of photographs: wider distributions than
     clean content needs (flat areas, graphics, low-noise scans), sharper than noisy content
     does. One offset per step, found by a descent over the moves of :data:`SCALE_OFFSET_MOVES`
-    (the code length is close to convex in it). Code lengths are exact integers
-    (:func:`~.fixedpoint.code_length`) and the sample is drawn from ``generator`` on the CPU, so
-    every device and thread count finds the same offsets.
+    (the code length is close to convex in it), all steps' descents at once. Code lengths are
+    exact integers (:func:`~.fixedpoint.code_length`) and the sample is drawn from ``generator``
+    on the CPU, so every device and thread count finds the same offsets.
     """
     posterior = model.posterior(0, x)
     cf = torch.randint(0, TOTAL, (len(posterior),), generator=generator).to(x.device)
     z1 = posterior.locate(cf)[0].view(model.config.latent_shape(x.shape[0]))
-    offsets, saved = [], 0
-    for index, step in model.likelihood(z1).steps(x):
-        symbols = x[index]
-        costs = {0: int(code_length(step.ranges(symbols)[1]).sum())}
-        best = 0
-        for move in SCALE_OFFSET_MOVES:
-            for candidate in (best - move, best + move):
-                if candidate in SCALE_OFFSET_RANGE and candidate not in costs:
-                    costs[candidate] = int(code_length(step.rescaled(candidate).ranges(symbols)[1]).sum())
-            best = min(costs, key=lambda offset: (costs[offset], abs(offset)))
-        offsets.append(best)
-        saved += costs[0] - costs[best]
-    return tuple(offsets), saved / (1 << CODE_LENGTH_FRAC)
+    families, symbols = zip(*((step, x[index].reshape(-1)) for index, step in model.likelihood(z1).steps(x)))
+    sizes = torch.tensor([len(family) for family in families], device=x.device)
+    step_of = torch.repeat_interleave(torch.arange(len(families), device=x.device), sizes)
+    joint = DiscretizedLogistic(torch.cat([f.mean for f in families]), torch.cat([f.log_scale for f in families]), families[0].num_bins)
+    offsets, saved = _descend(joint, torch.cat(symbols), step_of)
+    return tuple(offsets.tolist()), saved / (1 << CODE_LENGTH_FRAC)
+
+
+def _step_lengths(family: DiscretizedLogistic, symbols: torch.Tensor, step_of: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """The exact code length of each step's symbols, each step rescaled by its offset."""
+    lengths = code_length(family.rescaled(offsets[step_of]).ranges(symbols)[1])
+    return torch.zeros_like(offsets).index_add_(0, step_of, lengths)
+
+
+def _descend(family: DiscretizedLogistic, symbols: torch.Tensor, step_of: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(each step's best offset, what they save against none, in code-length units): every step's
+    own descent from 0, ties going to the smaller offset, then to the one found first."""
+    best = torch.zeros(int(step_of[-1]) + 1, dtype=torch.int64, device=symbols.device)
+    length = unscaled = _step_lengths(family, symbols, step_of, best)
+    for move in SCALE_OFFSET_MOVES:
+        for candidate in (best - move, best + move):
+            inside = (candidate >= SCALE_OFFSET_RANGE.start) & (candidate < SCALE_OFFSET_RANGE.stop)
+            trial = _step_lengths(family, symbols, step_of, torch.where(inside, candidate, best))
+            better = inside & ((trial < length) | ((trial == length) & (candidate.abs() < best.abs())))
+            best, length = torch.where(better, candidate, best), torch.where(better, trial, length)
+    return best, int((unscaled - length).sum())
 
 
 def _fill_padding(planes: Sequence[Plane], group: Group, x: torch.Tensor) -> torch.Tensor:

@@ -60,9 +60,9 @@ CODING_METHODS = METHODS + FALLBACKS
 AUTO = "auto"
 """The method that lets the encoder pick the smallest of Bit-Swap and the classical methods."""
 MAX_METADATA_BYTES = 1 << 20
+"""Most bytes of metadata (keys and values) one stream may carry."""
 SCALE_OFFSET_RANGE = range(-128, 128)
 """A log-scale offset is a signed byte: up to 2 nats (a factor of 7.4) sharper or wider."""
-"""Most bytes of metadata (keys and values) one stream may carry."""
 
 
 def check_method(method: object) -> str:
