@@ -202,9 +202,10 @@ def header_fields(data: bytes) -> tuple[list[tuple[int, int, str]], int] | None:
         for _ in range(data[29]):
             fields += [(at, 1, "u8"), (at + 1, data[at], "name"), (at + 1 + data[at], 32, "digest")]
             at += 1 + data[at] + 32
-            if data[8] >= 5:  # the model's scale offsets: a count, then signed bytes
-                fields += [(at + i, 1, "u8") for i in range(1 + data[at])]
-                at += 1 + data[at]
+            for since in (5, 6):  # the model's scale offsets (version 5 on), smooth-area blends (6 on): a count, then bytes
+                if data[8] >= since:
+                    fields += [(at + i, 1, "u8") for i in range(1 + data[at])]
+                    at += 1 + data[at]
         planes = len(list(MODES.values())[data[9]].planes) if data[9] < len(MODES) else 1
         fields += [(at + i, 1, "u8") for i in range(planes)]
         at += planes

@@ -24,6 +24,7 @@ from .fileformat import AUTO, FALLBACKS, MAX_METADATA_BYTES, METHODS, MODE_BY_CH
 if TYPE_CHECKING:
     import torch
 
+    from .coders import StepAdjustments
     from .integer_model import IntegerVAE
 
 DEVICE_VARIABLE = "BITSWAP_DEVICE"
@@ -42,7 +43,7 @@ _ESTIMATE_MARGIN = 1.05
 (a sample of 64 patches estimates a Kodak image's size within a few per cent)."""
 _FIT_FROM_PATCHES = 32
 """Each model's log-scale offsets are fitted on an evenly spaced sample of at most this many of
-its patches (format version 5)."""
+its patches (format version 5 on)."""
 _GRAPHICS_BITS = 1.0
 """When fast WebP needs at most this many bits per subpixel (graphics: text, charts, palettes,
 masks), also try WebP's best effort, up to 30 % smaller there and quick on such content."""
@@ -343,21 +344,21 @@ def _learned_stream(
     """The smallest bits-back stream of ``coded`` (its planes in ``mode``) by the models ``names``
     with ``header.plan.method``: small images also try seeding every patch (deflate alone)."""
     from . import zoo
-    from .coders import encode_planes
+    from .coders import StepAdjustments, encode_planes
 
     method = header.plan.method
     unique = list(dict.fromkeys(names))
     planes = _planes(coded, mode, names, device)
-    scale_offsets = _scale_offsets(planes)
-    stored_offsets = [tuple(scale_offsets.get(zoo.load_model(name, device=device), ())) for name in unique]
+    adjustments = _adjustments(planes)
+    stored = [adjustments.get(zoo.load_model(name, device=device), StepAdjustments()) for name in unique]
     total_patches = sum(len(plane.grid) for plane in planes)
     candidates = [None] if total_patches > _SMALL_IMAGE_PATCHES else [None, total_patches]
     best, seeds_tried = None, set()
     for seed_patches in candidates:
         if seed_patches in seeds_tried:
             continue  # the seed search already took every patch
-        plan, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches is None else None, scale_offsets)
-        plan.scale_offsets = stored_offsets
+        plan, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches is None else None, adjustments)
+        plan.scale_offsets, plan.smooth_blends = [a.offsets for a in stored], [a.blends for a in stored]
         seeds_tried.add(plan.seed_patches)
         num_lanes, head, tail = coder.to_bytes()
         learned = dataclasses.replace(
@@ -373,17 +374,18 @@ def _learned_stream(
     return best
 
 
-def _scale_offsets(planes: list) -> dict[IntegerVAE, tuple[int, ...]]:
-    """Each model's log-scale offsets, fitted on a sample of its patches
-    (:func:`~.coders.fit_scale_offsets`), where they save more than the header bytes they take."""
+def _adjustments(planes: list) -> dict[IntegerVAE, StepAdjustments]:
+    """Each model's step adjustments, fitted on a sample of its patches
+    (:func:`~.coders.fit_adjustments`): those that save the most beyond the header bytes they
+    take, if any do."""
     import torch
 
-    from .coders import fit_scale_offsets
+    from .coders import fit_adjustments
 
     by_model: dict[IntegerVAE, list] = {}
     for plane in planes:
         by_model.setdefault(plane.model, []).append(plane)
-    offsets = {}
+    adjustments = {}
     for model, own in by_model.items():
         counts = [len(plane.grid) for plane in own]
         chosen = np.unique(np.linspace(0, sum(counts) - 1, min(_FIT_FROM_PATCHES, sum(counts))).round().astype(int))
@@ -391,10 +393,12 @@ def _scale_offsets(planes: list) -> dict[IntegerVAE, tuple[int, ...]]:
         for plane, count in zip(own, counts):
             sample += [plane.grid.extract(plane.pixels, i, i + 1) for i in (chosen[(chosen >= first) & (chosen < first + count)] - first).tolist()]
             first += count
-        fitted, saved = fit_scale_offsets(model, torch.cat(sample), torch.Generator().manual_seed(0))
-        if saved * sum(counts) / len(chosen) > 8 * len(fitted):
-            offsets[model] = fitted
-    return offsets
+        fits = fit_adjustments(model, torch.cat(sample), torch.Generator().manual_seed(0))
+        gains = [saved * sum(counts) / len(chosen) - 8 * fitted.header_bytes for fitted, saved in fits]
+        best = int(np.argmax(gains))
+        if gains[best] > 0:
+            adjustments[model] = fits[best][0]
+    return adjustments
 
 
 def read_info(data: bytes) -> ImageInfo:
@@ -489,7 +493,7 @@ def _decode_learned(
 
     from . import zoo
     from .ans import AnsCoder
-    from .coders import Plane, decode_planes
+    from .coders import Plane, StepAdjustments, decode_planes
 
     mode = header.coded_mode
     models = [zoo.load_model(name, sha256, device) for name, sha256 in header.models]
@@ -499,14 +503,18 @@ def _decode_learned(
     if any(model.pixel_context for model in models) and not header.plan.version.pixel_context:
         raise CorruptFileError(f"corrupt .bsw file: a version {header.plan.version.number} stream names a model with pixel context")
     _check_seed_fits(header, plane_models)
-    offsets = header.plan.scale_offsets
+    plan = header.plan
+    offsets, blends = plan.scale_offsets or [()] * len(models), plan.smooth_blends or [()] * len(models)
     if any(len(steps) not in (0, model.likelihood_steps) for model, steps in zip(models, offsets)):
         raise CorruptFileError("corrupt .bsw file: a model's scale offsets do not match its likelihood's steps")
+    if any(len(steps) not in (0, model.likelihood_steps) or (steps and not model.pixel_context) for model, steps in zip(models, blends)):
+        raise CorruptFileError("corrupt .bsw file: a model's smooth-area blends do not match its likelihood's steps")
     # every pixel is decoded (seed and groups cover all patches): pages are touched only as decoding gets there
     stack = torch.empty((header.frames, mode.channels, header.height, header.width), dtype=torch.uint8, device=device)
     planes = [Plane(stack[frame, plane.slice], model) for plane, model in zip(mode.planes, plane_models) for frame in range(header.frames)]
     coder = AnsCoder.from_bytes(header.num_lanes, head, tail, device, bottomless=False)
-    decode_planes(coder, planes, header.plan, batch_size, progress, dict(zip(models, offsets)))
+    adjustments = {model: StepAdjustments(tuple(o), tuple(b)) for model, o, b in zip(models, offsets, blends, strict=True)}
+    decode_planes(coder, planes, header.plan, batch_size, progress, adjustments)
     return stack.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 

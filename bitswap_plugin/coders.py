@@ -36,7 +36,7 @@ import functools
 import math
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -44,10 +44,11 @@ import torch
 from .ans import AnsCoder
 from .distributions import TOTAL, DiscretizedLogistic, EntropyModel
 from .errors import CorruptFileError
-from .fileformat import PATCH, SCALE_OFFSET_RANGE, VERSION, StreamPlan, Version
+from .fileformat import PATCH, SCALE_OFFSET_RANGE, VERSION, StreamPlan, Version, blend_code, smooth_blend
 from .fixedpoint import CODE_LENGTH_FRAC, code_length
 from .integer_model import IntegerVAE
 from .patches import PatchGrid
+from .polyphase import blend_means
 
 FEED_MARGIN = 1.3
 """Patches differ: size a group for 30 % more pop bits per patch than seen so far."""
@@ -130,6 +131,19 @@ def _words(data: bytes, device: torch.device) -> torch.Tensor:
 # -- one group: the level codecs and the two methods ----------------------
 
 
+@dataclass(frozen=True)
+class StepAdjustments:
+    """A stream's per-step changes to one model's likelihood (:class:`.fileformat.StreamPlan`):
+    log-scale offsets and smooth-area blends, one per step each, or none."""
+
+    offsets: tuple[int, ...] = ()
+    blends: tuple[int, ...] = ()
+
+    @property
+    def header_bytes(self) -> int:
+        return len(self.offsets) + len(self.blends)
+
+
 @dataclass
 class GroupContext:
     """What the level codecs of one group of ``count`` patches share."""
@@ -144,15 +158,17 @@ class GroupContext:
     """Whether the posterior's pushes and pops are spread (a format version's choice; see :mod:`.ans`)."""
     fill_padding: Callable[[torch.Tensor], torch.Tensor] | None = None
     """Decoding: rebuilds the pad pixels of the decoded patches."""
-    scale_offsets: Sequence[int] = ()
-    """The log-scale offset of each of the likelihood's steps (none: the model's own scales)."""
+    adjustments: StepAdjustments = field(default_factory=lambda: StepAdjustments())
+    """The stream's changes to the likelihood's steps (none: the model's own distributions)."""
 
     def likelihood_steps(self, likelihood, x: torch.Tensor) -> Iterator[tuple[tuple, EntropyModel]]:
-        """The likelihood's (index, entropy model) steps, each rescaled by its offset."""
-        if not self.scale_offsets:
-            yield from likelihood.steps(x)
+        """The likelihood's (index, entropy model) steps, each blended and rescaled as the stream says."""
+        offsets, blends = self.adjustments.offsets, self.adjustments.blends
+        steps = likelihood.steps(x, blends) if blends else likelihood.steps(x)
+        if not offsets:
+            yield from steps
             return
-        for (index, model), offset in zip(likelihood.steps(x), self.scale_offsets, strict=True):
+        for (index, model), offset in zip(steps, offsets, strict=True):
             yield index, model.rescaled(offset) if offset else model
 
 
@@ -331,17 +347,17 @@ def _group_input(planes: Sequence[Plane], group: Group, device: torch.device) ->
     return torch.cat(patches), torch.cat(masks)
 
 
-ScaleOffsets = Mapping[IntegerVAE, Sequence[int]]
-"""Each model's log-scale offsets (:attr:`.fileformat.StreamPlan.scale_offsets`); models it lacks have none."""
+Adjustments = Mapping[IntegerVAE, StepAdjustments]
+"""Each model's step adjustments; models it lacks have none."""
 
 
 def _context(planes: Sequence[Plane], group: Group, padding: torch.Tensor, batch: int, version: Version,
-             scale_offsets: ScaleOffsets, decoding: bool = False) -> GroupContext:
+             adjustments: Adjustments, decoding: bool = False) -> GroupContext:
     """The codecs' shared state for ``group`` (whose padding mask is ``padding``)."""
     model = planes[group.segments[0][0]].model
     known = padding if bool(padding.any()) else None
     fill = functools.partial(_fill_padding, planes, group) if decoding else None
-    return GroupContext(model, group.size, padding.device, known, batch, version.spread_posterior, fill, scale_offsets.get(model, ()))
+    return GroupContext(model, group.size, padding.device, known, batch, version.spread_posterior, fill, adjustments.get(model, StepAdjustments()))
 
 
 MAX_SEED_PATCHES = 16
@@ -351,8 +367,8 @@ MAX_SEED_PATCHES = 16
 class _ChainEncoder:
     """An encoder partway along the chain: its plan so far, its message and its position."""
 
-    def __init__(self, planes: Sequence[Plane], method: str, device: torch.device, seed_patches: int, scale_offsets: ScaleOffsets) -> None:
-        self.planes, self.method, self.device, self.scale_offsets = planes, method, device, scale_offsets
+    def __init__(self, planes: Sequence[Plane], method: str, device: torch.device, seed_patches: int, adjustments: Adjustments) -> None:
+        self.planes, self.method, self.device, self.adjustments = planes, method, device, adjustments
         self.sequence = _patch_sequence(planes)
         self.plan = StreamPlan(method, seed_patches)
         seed = encode_seed([planes[p].pixels[:, rows, cols].cpu().numpy() for p, rows, cols in _seed_blocks(planes, seed_patches)])
@@ -377,7 +393,7 @@ class _ChainEncoder:
         group.lanes_added = _lanes_to_add(coder, group.size, model, self.budget if self.words_per_patch else MIN_LANES)
         coder.grow(group.lanes_added)
         x, padding = _group_input(self.planes, group, self.device)
-        context = _context(self.planes, group, padding, network_batch(self.device), plan.version, self.scale_offsets)
+        context = _context(self.planes, group, padding, network_batch(self.device), plan.version, self.adjustments)
         eaten = encode_group(coder, context, x, METHODS[self.method](model.config.latent_layers))
         self.words_per_patch = max(self.words_per_patch, eaten / group.size)
         plan.group_sizes.append(group.size)
@@ -394,7 +410,7 @@ class _ChainEncoder:
                 return
 
 
-def _started_chain(planes: Sequence[Plane], method: str, device: torch.device, scale_offsets: ScaleOffsets) -> _ChainEncoder:
+def _started_chain(planes: Sequence[Plane], method: str, device: torch.device, adjustments: Adjustments) -> _ChainEncoder:
     """The chain begun on a seed of 1 patch, or of 2, 4 ... while that makes the message shorter.
 
     Until the tail can feed them, the first groups' posterior pops read phantom
@@ -407,11 +423,11 @@ def _started_chain(planes: Sequence[Plane], method: str, device: torch.device, s
     message is shorter once both have coded the same patches (the one behind
     codes up to the other's position, so its group there may be cut short).
     """
-    best = _ChainEncoder(planes, method, device, 1, scale_offsets)
+    best = _ChainEncoder(planes, method, device, 1, adjustments)
     best.start()
     seed_patches = 2
     while best.coder.phantom_words and seed_patches <= min(MAX_SEED_PATCHES, len(best.sequence)):
-        trial = _ChainEncoder(planes, method, device, seed_patches, scale_offsets)
+        trial = _ChainEncoder(planes, method, device, seed_patches, adjustments)
         trial.start()
         position = max(best.position, trial.position)
         for chain in (best, trial):
@@ -429,7 +445,7 @@ def encode_planes(
     device: torch.device,
     seed_patches: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    scale_offsets: ScaleOffsets | None = None,
+    adjustments: Adjustments | None = None,
 ) -> tuple[StreamPlan, AnsCoder]:
     """Code all planes into one ANS message with the current format version: (plan, coder).
 
@@ -443,11 +459,11 @@ def encode_planes(
     tail word its pops would otherwise have read. ``progress(done, total)``
     follows each group, in patches (the seed's aside).
     """
-    scale_offsets = scale_offsets or {}
+    adjustments = adjustments or {}
     if seed_patches is None:
-        chain = _started_chain(planes, method, device, scale_offsets)
+        chain = _started_chain(planes, method, device, adjustments)
     else:
-        chain = _ChainEncoder(planes, method, device, seed_patches, scale_offsets)
+        chain = _ChainEncoder(planes, method, device, seed_patches, adjustments)
     total = len(chain.sequence) - chain.plan.seed_patches
     while True:
         if progress and chain.plan.group_sizes:
@@ -459,50 +475,102 @@ def encode_planes(
 
 SCALE_OFFSET_MOVES = (64, 32, 16, 8, 4, 2, 1)
 """The offset search's moves: from 0, each tries the best offset so far plus and minus one of these."""
+BLEND_CANDIDATES = tuple(blend_code(level, weight) for level in (2, 3, 4, 5, 9) for weight in (4, 8, 12, 16))
+"""The smooth-area blends the encoder tries on each step: thresholds 2 to 16 and everywhere, a
+quarter, half, three quarters or all of the way to the neighbours' average."""
 
 
 @torch.no_grad()
-def fit_scale_offsets(model: IntegerVAE, x: torch.Tensor, generator: torch.Generator) -> tuple[tuple[int, ...], float]:
-    """(offsets, bits saved): the log-scale offset of each likelihood step that codes the patches
-    ``x`` (int64, N x C x 32 x 32) in the fewest bits given one sample z1 ~ q(z1 | x), and what
-    they save there against no offsets.
+def fit_adjustments(model: IntegerVAE, x: torch.Tensor, generator: torch.Generator) -> list[tuple[StepAdjustments, float]]:
+    """The step adjustments that code the patches ``x`` (int64, N x C x 32 x 32) in the fewest
+    bits given one sample z1 ~ q(z1 | x), each with what it saves there against none: log-scale
+    offsets alone, then (models with pixel context) offsets with smooth-area blends.
 
     A model trained on photographs predicts the noise of photographs: wider distributions than
     clean content needs (flat areas, graphics, low-noise scans), sharper than noisy content
-    does. One offset per step, found by a descent over the moves of :data:`SCALE_OFFSET_MOVES`
-    (the code length is close to convex in it), all steps' descents at once. Code lengths are
-    exact integers (:func:`~.fixedpoint.code_length`) and the sample is drawn from ``generator``
-    on the CPU, so every device and thread count finds the same offsets.
+    does; and its quantized networks place means less exactly than a plain average of the
+    decoded neighbours where those agree (smooth areas). Offsets come from a descent over the
+    moves of :data:`SCALE_OFFSET_MOVES` (the code length is close to convex in them); blends
+    from the :data:`BLEND_CANDIDATES` each step codes best with, after which the offsets descend
+    again. All steps are searched at once. Code lengths are exact integers
+    (:func:`~.fixedpoint.code_length`) and the sample is drawn from ``generator`` on the CPU, so
+    every device and thread count finds the same adjustments.
     """
     posterior = model.posterior(0, x)
     cf = torch.randint(0, TOTAL, (len(posterior),), generator=generator).to(x.device)
     z1 = posterior.locate(cf)[0].view(model.config.latent_shape(x.shape[0]))
-    families, symbols = zip(*((step, x[index].reshape(-1)) for index, step in model.likelihood(z1).steps(x)))
-    sizes = torch.tensor([len(family) for family in families], device=x.device)
-    step_of = torch.repeat_interleave(torch.arange(len(families), device=x.device), sizes)
-    joint = DiscretizedLogistic(torch.cat([f.mean for f in families]), torch.cat([f.log_scale for f in families]), families[0].num_bins)
-    offsets, saved = _descend(joint, torch.cat(symbols), step_of)
-    return tuple(offsets.tolist()), saved / (1 << CODE_LENGTH_FRAC)
+    likelihood = model.likelihood(z1)
+    parts = list(likelihood.predicted_steps(x) if model.pixel_context else ((i, f, None) for i, f in likelihood.steps(x)))
+    sizes = torch.tensor([len(family) for _, family, _ in parts], device=x.device)
+    step_of = torch.repeat_interleave(torch.arange(len(parts), device=x.device), sizes)
+    unusable = [(torch.zeros(len(family), dtype=torch.int64, device=x.device),) * 2 for _, family, _ in parts]
+    predictions = [unusable[k] if prediction is None else prediction for k, (_, _, prediction) in enumerate(parts)]
+    steps = _JointSteps(
+        step_of,
+        torch.cat([family.mean for _, family, _ in parts]),
+        torch.cat([family.log_scale for _, family, _ in parts]),
+        torch.cat([x[index].reshape(-1) for index, _, _ in parts]),
+        parts[0][1].num_bins,
+        (torch.cat([target for target, _ in predictions]), torch.cat([spread for _, spread in predictions])),
+        [prediction is not None for _, _, prediction in parts],
+    )
+    none = torch.zeros(len(parts), dtype=torch.int64, device=x.device)
+    unadjusted = steps.lengths(none, steps.mean)
+    offsets, length = steps.descend(none, steps.mean, unadjusted, SCALE_OFFSET_MOVES)
+    fits = [(StepAdjustments(tuple(offsets.tolist())), int((unadjusted - length).sum()) / (1 << CODE_LENGTH_FRAC))]
+    if model.pixel_context:
+        blends = steps.choose_blends(offsets, length)
+        mean = steps.blended(blends)
+        offsets, length = steps.descend(offsets, mean, steps.lengths(offsets, mean), SCALE_OFFSET_MOVES[2:])
+        fits.append((StepAdjustments(tuple(offsets.tolist()), tuple(blends)), int((unadjusted - length).sum()) / (1 << CODE_LENGTH_FRAC)))
+    return fits
 
 
-def _step_lengths(family: DiscretizedLogistic, symbols: torch.Tensor, step_of: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """The exact code length of each step's symbols, each step rescaled by its offset."""
-    lengths = code_length(family.rescaled(offsets[step_of]).ranges(symbols)[1])
-    return torch.zeros_like(offsets).index_add_(0, step_of, lengths)
+@dataclass
+class _JointSteps:
+    """All steps of a likelihood as one family: each symbol's step, mean and log-scale codes, and
+    (for the smooth-area blends) its neighbour prediction, in steps that have one."""
 
+    step_of: torch.Tensor
+    mean: torch.Tensor
+    log_scale: torch.Tensor
+    symbols: torch.Tensor
+    num_bins: int
+    prediction: tuple[torch.Tensor, torch.Tensor]
+    predicted: list[bool]
 
-def _descend(family: DiscretizedLogistic, symbols: torch.Tensor, step_of: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(each step's best offset, what they save against none, in code-length units): every step's
-    own descent from 0, ties going to the smaller offset, then to the one found first."""
-    best = torch.zeros(int(step_of[-1]) + 1, dtype=torch.int64, device=symbols.device)
-    length = unscaled = _step_lengths(family, symbols, step_of, best)
-    for move in SCALE_OFFSET_MOVES:
-        for candidate in (best - move, best + move):
-            inside = (candidate >= SCALE_OFFSET_RANGE.start) & (candidate < SCALE_OFFSET_RANGE.stop)
-            trial = _step_lengths(family, symbols, step_of, torch.where(inside, candidate, best))
-            better = inside & ((trial < length) | ((trial == length) & (candidate.abs() < best.abs())))
-            best, length = torch.where(better, candidate, best), torch.where(better, trial, length)
-    return best, int((unscaled - length).sum())
+    def lengths(self, offsets: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """The exact code length of each step's symbols with these means, each step rescaled by its offset."""
+        family = DiscretizedLogistic(mean, self.log_scale + offsets[self.step_of], self.num_bins)
+        return torch.zeros_like(offsets).index_add_(0, self.step_of, code_length(family.ranges(self.symbols)[1]))
+
+    def descend(self, best: torch.Tensor, mean: torch.Tensor, length: torch.Tensor, moves: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(offsets, lengths) after every step's own descent from ``best`` (whose lengths are
+        ``length``), ties going to the smaller offset, then to the one found first."""
+        for move in moves:
+            for candidate in (best - move, best + move):
+                inside = (candidate >= SCALE_OFFSET_RANGE.start) & (candidate < SCALE_OFFSET_RANGE.stop)
+                trial = self.lengths(torch.where(inside, candidate, best), mean)
+                better = inside & ((trial < length) | ((trial == length) & (candidate.abs() < best.abs())))
+                best, length = torch.where(better, candidate, best), torch.where(better, trial, length)
+        return best, length
+
+    def blended(self, blends: Sequence[int]) -> torch.Tensor:
+        """The means with each step's smooth-area blend applied (0: none)."""
+        parsed = [smooth_blend(code) or (-1, 0) for code in blends]
+        threshold, weight = torch.tensor(parsed, dtype=torch.int64, device=self.mean.device)[self.step_of].unbind(1)
+        return blend_means(self.mean, self.prediction, threshold, weight)
+
+    def choose_blends(self, offsets: torch.Tensor, length: torch.Tensor) -> list[int]:
+        """Each step's blend among :data:`BLEND_CANDIDATES` that codes it shortest with ``offsets``
+        (0, no blend, unless one is shorter than ``length``; steps without neighbours get none)."""
+        blends = [0] * len(self.predicted)
+        for code in BLEND_CANDIDATES:
+            trial = self.lengths(offsets, self.blended([code if predicted else 0 for predicted in self.predicted]))
+            for k in (trial < length).nonzero()[:, 0].tolist():
+                blends[k] = code
+            length = torch.minimum(trial, length)
+        return blends
 
 
 def _fill_padding(planes: Sequence[Plane], group: Group, x: torch.Tensor) -> torch.Tensor:
@@ -517,16 +585,16 @@ def decode_planes(
     plan: StreamPlan,
     batch: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    scale_offsets: ScaleOffsets | None = None,
+    adjustments: Adjustments | None = None,
 ) -> None:
     """Decode into the (preallocated, uint8) ``plane.pixels`` tensors, in place, following ``plan``
-    (and the models' ``scale_offsets``, which the plan stores in the header's model order);
+    (and the models' step ``adjustments``, which the plan stores in the header's model order);
     ``batch`` patches per network call (default :func:`network_batch`); ``progress(done, total)``
     follows each group, in patches (the seed's aside)."""
     done, total = 0, sum(plan.group_sizes)
     for group in reversed(schedule(planes, plan)):
         padding = torch.cat([planes[p].grid.padding_mask(a, b, coder.device) for p, a, b in group.segments])
-        context = _context(planes, group, padding, batch or network_batch(coder.device), plan.version, scale_offsets or {}, decoding=True)
+        context = _context(planes, group, padding, batch or network_batch(coder.device), plan.version, adjustments or {}, decoding=True)
         steps = METHODS[plan.method](context.model.config.latent_layers)
         x = decode_group(coder, context, steps).to(torch.uint8)
         for part, (p, a, b) in zip(x.split([b - a for _, a, b in group.segments]), group.segments, strict=True):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import fileformat
 from .errors import CorruptFileError, TruncatedFileError, UnsupportedFormatError
-from .fileformat import MAGIC, MAX_METADATA_BYTES, METHODS, MODES, PATCH, SCALE_OFFSET_RANGE, Mode, StreamPlan, coded_mode
+from .fileformat import MAGIC, MAX_METADATA_BYTES, METHODS, MODES, PATCH, SCALE_OFFSET_RANGE, Mode, StreamPlan, coded_mode, smooth_blend
 
 _MODE_NAMES = tuple(MODES)
 _FIXED = struct.Struct("<8sBBBBBIIII")  # magic, version, mode, method, patch, flags, height, width, frames, pixel crc
@@ -167,11 +168,15 @@ def pack(header: Header, head_bytes: bytes, tail_bytes: bytes = b"") -> bytes:
     if header.learned:
         plan = header.plan
         body += bytes([len(header.models)])
-        for (name, digest), offsets in zip(header.models, _scale_offsets(header), strict=True):
+        offsets = _step_bytes(header, "scale_offsets", "scale offsets", plan.version.scale_offsets, _signed_byte)
+        blends = _step_bytes(header, "smooth_blends", "smooth-area blends", plan.version.smooth_blends, smooth_blend)
+        for (name, digest), offsets, blends in zip(header.models, offsets, blends, strict=True):
             encoded = name.encode()
             body += bytes([len(encoded)]) + encoded + bytes.fromhex(digest)
             if plan.version.scale_offsets:
                 body += bytes([len(offsets)]) + struct.pack(f"<{len(offsets)}b", *offsets)
+            if plan.version.smooth_blends:
+                body += bytes([len(blends)]) + bytes(blends)
         body += bytes(header.plane_models)
         for value in (plan.seed_patches, plan.seed_length, len(plan.group_sizes)):
             body += varint(value)
@@ -184,16 +189,25 @@ def pack(header: Header, head_bytes: bytes, tail_bytes: bytes = b"") -> bytes:
     return bytes(body) + head_bytes + tail_bytes
 
 
-def _scale_offsets(header: Header) -> list[tuple[int, ...]]:
-    """Each model's log-scale offsets as the header stores them (none for every model if the plan
-    has none); raises ValueError for offsets this version cannot store."""
+def _signed_byte(value: int) -> None:
+    if value not in SCALE_OFFSET_RANGE:
+        raise ValueError(f"scale offsets must be signed bytes, got {value}")
+
+
+def _step_bytes(header: Header, field: str, label: str, stored: bool, check: Callable[[int], object]) -> list[tuple[int, ...]]:
+    """Each model's per-step values of the plan's ``field`` (``label`` in messages) as the header
+    stores them, none for every model if the plan has none; raises ValueError where this version
+    does not store them (``stored``) or ``check`` refuses a value."""
     plan = header.plan
-    offsets = plan.scale_offsets or [()] * len(header.models)
-    if plan.scale_offsets and not plan.version.scale_offsets:
-        raise ValueError(f"format version {plan.version.number} cannot store scale offsets")
-    if any(len(steps) > 255 or any(d not in SCALE_OFFSET_RANGE for d in steps) for steps in offsets):
-        raise ValueError(f"scale offsets must be at most 255 signed bytes per model, got {offsets}")
-    return offsets
+    values = getattr(plan, field) or [()] * len(header.models)
+    if getattr(plan, field) and not stored:
+        raise ValueError(f"format version {plan.version.number} cannot store {label}")
+    if len(values) != len(header.models) or any(len(steps) > 255 for steps in values):
+        raise ValueError(f"{label} must be at most 255 per model, got {values}")
+    for steps in values:
+        for value in steps:
+            check(value)
+    return values
 
 
 def _patch_area(height: int, width: int, count: int) -> int:
@@ -300,6 +314,14 @@ def read_header(data: bytes) -> tuple[Header, int]:
             if plan.version.scale_offsets:
                 raw = reader.take(reader.take(1)[0])
                 plan.scale_offsets.append(struct.unpack(f"<{len(raw)}b", raw))
+            if plan.version.smooth_blends:
+                blends = tuple(reader.take(reader.take(1)[0]))
+                try:
+                    for code in blends:
+                        smooth_blend(code)
+                except ValueError as exc:
+                    raise CorruptFileError(f"corrupt .bsw file: {exc}") from None
+                plan.smooth_blends.append(blends)
         plane_models = list(reader.take(len(coded.planes)))
         plan.seed_patches, plan.seed_length, group_count = reader.varint(), reader.varint(), reader.varint()
         if 2 * group_count > len(data) - reader.offset:

@@ -37,6 +37,9 @@ class Version:
     scale_offsets: bool = False
     """Whether each model of a stream carries log-scale offsets for its likelihood's steps
     (:attr:`StreamPlan.scale_offsets`)."""
+    smooth_blends: bool = False
+    """Whether each model of a stream carries smooth-area blends for its likelihood's steps
+    (:attr:`StreamPlan.smooth_blends`)."""
 
 
 VERSIONS = {
@@ -45,9 +48,11 @@ VERSIONS = {
     3: Version(3, max_group=1024, max_lanes=1 << 16, spread_posterior=True, pixel_context=True),
     4: Version(4, max_group=1024, max_lanes=1 << 16, spread_posterior=True, pixel_context=True, fallbacks=True),
     5: Version(5, max_group=1024, max_lanes=1 << 16, spread_posterior=True, pixel_context=True, fallbacks=True, scale_offsets=True),
+    6: Version(6, max_group=1024, max_lanes=1 << 16, spread_posterior=True, pixel_context=True, fallbacks=True, scale_offsets=True,
+               smooth_blends=True),
 }
 """Every version this reader decodes."""
-VERSION = VERSIONS[5]
+VERSION = VERSIONS[6]
 """The version this writer writes."""
 
 METHODS = ("bitswap", "bbans")
@@ -63,6 +68,29 @@ MAX_METADATA_BYTES = 1 << 20
 """Most bytes of metadata (keys and values) one stream may carry."""
 SCALE_OFFSET_RANGE = range(-128, 128)
 """A log-scale offset is a signed byte: up to 2 nats (a factor of 7.4) sharper or wider."""
+BLEND_WEIGHT_BITS = 4
+"""A smooth-area blend's weight is in sixteenths."""
+BLEND_LEVELS = 9
+"""A smooth-area blend's threshold is ``2**(level - 1)`` for a level of 1 to this (256: everywhere)."""
+
+
+def smooth_blend(code: int) -> tuple[int, int] | None:
+    """(threshold, weight in sixteenths) of a smooth-area blend byte (version 6), or None for 0
+    (no blend): its high nibble is the threshold's level, its low nibble the weight minus one.
+    Where a pixel's decoded neighbours (two or more) lie within the threshold of each other, its
+    predicted mean moves by ``weight / 16`` of the way to their average. Raises ValueError for a
+    byte that is neither."""
+    if code == 0:
+        return None
+    level, weight = code >> BLEND_WEIGHT_BITS, (code & ((1 << BLEND_WEIGHT_BITS) - 1)) + 1
+    if not 1 <= level <= BLEND_LEVELS or code > 255:
+        raise ValueError(f"invalid smooth-area blend {code}")
+    return 1 << (level - 1), weight
+
+
+def blend_code(threshold_level: int, weight: int) -> int:
+    """The byte of a smooth-area blend (:func:`smooth_blend`)."""
+    return (threshold_level << BLEND_WEIGHT_BITS) | (weight - 1)
 
 
 def check_method(method: object) -> str:
@@ -134,6 +162,8 @@ class StreamPlan:
     stream's models in header order, the log-scale offset (in log-scale code
     units, 1/64 of a nat) added to the pixels' distributions at each step of
     its likelihood, or no offsets: the pixels are coded as the model says.
+    ``smooth_blends`` (version 6 on) has, likewise, a smooth-area blend byte
+    (:func:`smooth_blend`) per step, or none.
     """
 
     method: str
@@ -142,4 +172,5 @@ class StreamPlan:
     group_sizes: list[int] = field(default_factory=list)
     lanes_added: list[int] = field(default_factory=list)
     scale_offsets: list[tuple[int, ...]] = field(default_factory=list)
+    smooth_blends: list[tuple[int, ...]] = field(default_factory=list)
     version: Version = VERSION

@@ -25,7 +25,7 @@ in the encoder and the decoder alike.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -44,7 +44,9 @@ from .architecture import (
     latents_to_input,
 )
 from .distributions import DiscretizedLogistic
-from .errors import BitSwapError
+from .errors import BitSwapError, CorruptFileError
+from .fileformat import BLEND_WEIGHT_BITS, smooth_blend
+from .fixedpoint import MEAN_FRAC
 from .integer_model import IntegerVAE, batched
 
 ARCHITECTURE = "bitswap-polyphase"
@@ -167,6 +169,50 @@ def split_pass(codes: tuple[torch.Tensor, ...], m: int, channels: int) -> list[t
     return [tuple(t[:, :, i] for t in per_part) for i in range(m)]
 
 
+UNUSABLE = 1 << 16
+"""The spread of a pixel with fewer than two decoded neighbours: above every blend threshold."""
+_DIRECTIONS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+def neighbour_prediction(x: torch.Tensor, known: torch.Tensor | None, p: Pass, s: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(mean code, spread) of each pixel of subimage ``s`` of pass ``p``, (N, C, h, w) int64: the
+    average of its up, down, left and right neighbours in the pass's level image that earlier
+    passes decoded (inside the patch, not padding), and their largest minus smallest value
+    (``UNUSABLE`` where fewer than two are decoded); None where no neighbour's subimage comes
+    before ``s``. What a smooth-area blend moves means to."""
+    level = x[..., :: 1 << p.depth, :: 1 << p.depth]
+    usable = torch.ones_like(level, dtype=torch.bool) if known is None else ~known[..., :: 1 << p.depth, :: 1 << p.depth]
+    level, usable = F.pad(level, (1, 1, 1, 1)), F.pad(usable, (1, 1, 1, 1), value=False)
+    h, w = x.shape[-2] >> (p.depth + 1), x.shape[-1] >> (p.depth + 1)
+    row, col = s // SQUEEZE, s % SQUEEZE
+    count = total = high = low = None
+    for dy, dx in _DIRECTIONS:
+        if ((row + dy) % SQUEEZE) * SQUEEZE + (col + dx) % SQUEEZE not in p.earlier:
+            continue
+        rows, cols = slice(1 + row + dy, 1 + row + dy + 2 * h, 2), slice(1 + col + dx, 1 + col + dx + 2 * w, 2)
+        value, there = level[..., rows, cols], usable[..., rows, cols]
+        if count is None:
+            count, total = there.long(), torch.where(there, value, 0)
+            high, low = torch.where(there, value, -1), torch.where(there, value, PIXEL_BINS)
+        else:
+            count, total = count + there, total + torch.where(there, value, 0)
+            high, low = torch.maximum(high, torch.where(there, value, -1)), torch.minimum(low, torch.where(there, value, PIXEL_BINS))
+    if count is None:
+        return None
+    mean = torch.div(total << MEAN_FRAC, count.clamp(min=1), rounding_mode="floor")
+    return mean, torch.where(count >= 2, high - low, UNUSABLE)
+
+
+def blend_means(mean: torch.Tensor, prediction: tuple[torch.Tensor, torch.Tensor], threshold: int | torch.Tensor,
+                weight: int | torch.Tensor) -> torch.Tensor:
+    """``mean`` codes moved ``weight / 16`` of the way toward the neighbour ``prediction`` (target
+    and spread, flattened as ``mean``) where the spread is at most ``threshold``: a smooth-area
+    blend (:func:`~.fileformat.smooth_blend`; tensors give each symbol its own). Exact integers."""
+    target, spread = prediction
+    moved = mean + (((target - mean) * weight) >> BLEND_WEIGHT_BITS)
+    return torch.where(spread <= threshold, moved, mean)
+
+
 class PolyphaseLikelihood:
     """p(x | z1) decoded pass by pass; the pass networks run as :meth:`steps` gets to them."""
 
@@ -178,10 +224,22 @@ class PolyphaseLikelihood:
         self.shape = (n, config.channels, SQUEEZE * h, SQUEEZE * w)
         self.known = None if known is None else known.expand(self.shape)
 
-    def steps(self, x: torch.Tensor) -> Iterator[tuple[tuple, DiscretizedLogistic]]:
+    def steps(self, x: torch.Tensor, blends: Sequence[int] = ()) -> Iterator[tuple[tuple, DiscretizedLogistic]]:
         """(index into x, entropy model) pairs in decoding order: per pass, per subimage, per
         channel (all channels at once without conditioning). A pass's network reads only the
-        subimages of earlier passes, so a decoder fills ``x[index]`` before asking for the next."""
+        subimages of earlier passes, so a decoder fills ``x[index]`` before asking for the next.
+        ``blends`` (one byte per step, or none) moves means toward :func:`neighbour_prediction`."""
+        for k, (index, family, prediction) in enumerate(self.predicted_steps(x, need_predictions=bool(blends))):
+            if blends and blends[k]:
+                if prediction is None:
+                    raise CorruptFileError(f"corrupt stream: a smooth-area blend for step {k}, which has no decoded neighbours")
+                mean = blend_means(family.mean, prediction, *smooth_blend(blends[k]))
+                family = DiscretizedLogistic(mean, family.log_scale, PIXEL_BINS, family.known)
+            yield index, family
+
+    def predicted_steps(self, x: torch.Tensor, need_predictions: bool = True) -> Iterator[tuple[tuple, DiscretizedLogistic, tuple | None]]:
+        """:meth:`steps` unblended, each with its pixels' :func:`neighbour_prediction` flattened as
+        the family (None where they have no decoded neighbours, as in the first pass, or if not needed)."""
         config = self.model.config
         everything = slice(None)
         for p in pass_plan(config):
@@ -191,14 +249,17 @@ class PolyphaseLikelihood:
             for s, (mean, log_scale, *coefs) in zip(p.subimages, split_pass(codes, len(p.subimages), config.channels)):
                 known = None if self.known is None else subimage(self.known, s, p.depth)
                 rows, cols = pixel_slices(s, p.depth)
+                prediction = neighbour_prediction(x, self.known, p, s) if need_predictions else None
                 if not coefs:
-                    yield (everything, everything, rows, cols), DiscretizedLogistic(mean, log_scale, PIXEL_BINS, known)
+                    flat = None if prediction is None else tuple(t.reshape(-1) for t in prediction)
+                    yield (everything, everything, rows, cols), DiscretizedLogistic(mean, log_scale, PIXEL_BINS, known), flat
                     continue
                 pixels = subimage(x, s, p.depth)
                 for c in range(config.channels):
                     mean_c = channel_mean(mean, coefs[0], pixels, c, exact=True)
                     known_c = None if known is None else known[:, c]
-                    yield (everything, slice(c, c + 1), rows, cols), DiscretizedLogistic(mean_c, log_scale[:, c], PIXEL_BINS, known_c)
+                    flat = None if prediction is None else tuple(t[:, c].reshape(-1) for t in prediction)
+                    yield (everything, slice(c, c + 1), rows, cols), DiscretizedLogistic(mean_c, log_scale[:, c], PIXEL_BINS, known_c), flat
 
 
 class PolyphaseVAE(IntegerVAE):

@@ -181,7 +181,7 @@ def test_streams_before_version_3_cannot_name_a_model_with_pixel_context(registe
     data = bsw.compress(image, model=registered, method="bitswap")
     header, head, tail = container.unpack(data)
     assert header.plan.version == VERSION
-    header.plan.version, header.plan.scale_offsets = VERSIONS[2], []
+    header.plan.version, header.plan.scale_offsets, header.plan.smooth_blends = VERSIONS[2], [], []
     with pytest.raises(CorruptFileError, match="version 2 stream names a model with pixel context"):
         bsw.decompress(container.pack(header, head, tail))
 
