@@ -42,8 +42,8 @@ _ESTIMATE_MARGIN = 1.05
 """Run the learned coder when its estimate is below this many times the classical size
 (a sample of 64 patches estimates a Kodak image's size within a few per cent)."""
 _FIT_FROM_PATCHES = 32
-"""Each model's log-scale offsets are fitted on an evenly spaced sample of at most this many of
-its patches (format version 5 on)."""
+"""Each model's step adjustments (log-scale offsets, smooth-area blends) are fitted on an evenly
+spaced sample of at most this many of its patches (format version 5 on)."""
 _GRAPHICS_BITS = 1.0
 """When fast WebP needs at most this many bits per subpixel (graphics: text, charts, palettes,
 masks), also try WebP's best effort, up to 30 % smaller there and quick on such content."""

@@ -48,7 +48,7 @@ from .fileformat import PATCH, SCALE_OFFSET_RANGE, VERSION, StreamPlan, Version,
 from .fixedpoint import CODE_LENGTH_FRAC, code_length
 from .integer_model import IntegerVAE
 from .patches import PatchGrid
-from .polyphase import blend_means
+from .polyphase import UNUSABLE, blend_means
 
 FEED_MARGIN = 1.3
 """Patches differ: size a group for 30 % more pop bits per patch than seen so far."""
@@ -503,8 +503,7 @@ def fit_adjustments(model: IntegerVAE, x: torch.Tensor, generator: torch.Generat
     parts = list(likelihood.predicted_steps(x) if model.pixel_context else ((i, f, None) for i, f in likelihood.steps(x)))
     sizes = torch.tensor([len(family) for _, family, _ in parts], device=x.device)
     step_of = torch.repeat_interleave(torch.arange(len(parts), device=x.device), sizes)
-    unusable = [(torch.zeros(len(family), dtype=torch.int64, device=x.device),) * 2 for _, family, _ in parts]
-    predictions = [unusable[k] if prediction is None else prediction for k, (_, _, prediction) in enumerate(parts)]
+    predictions = [_no_prediction(len(family), x.device) if prediction is None else prediction for _, family, prediction in parts]
     steps = _JointSteps(
         step_of,
         torch.cat([family.mean for _, family, _ in parts]),
@@ -512,7 +511,6 @@ def fit_adjustments(model: IntegerVAE, x: torch.Tensor, generator: torch.Generat
         torch.cat([x[index].reshape(-1) for index, _, _ in parts]),
         parts[0][1].num_bins,
         (torch.cat([target for target, _ in predictions]), torch.cat([spread for _, spread in predictions])),
-        [prediction is not None for _, _, prediction in parts],
     )
     none = torch.zeros(len(parts), dtype=torch.int64, device=x.device)
     unadjusted = steps.lengths(none, steps.mean)
@@ -537,7 +535,6 @@ class _JointSteps:
     symbols: torch.Tensor
     num_bins: int
     prediction: tuple[torch.Tensor, torch.Tensor]
-    predicted: list[bool]
 
     def lengths(self, offsets: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
         """The exact code length of each step's symbols with these means, each step rescaled by its offset."""
@@ -563,14 +560,27 @@ class _JointSteps:
 
     def choose_blends(self, offsets: torch.Tensor, length: torch.Tensor) -> list[int]:
         """Each step's blend among :data:`BLEND_CANDIDATES` that codes it shortest with ``offsets``
-        (0, no blend, unless one is shorter than ``length``; steps without neighbours get none)."""
-        blends = [0] * len(self.predicted)
+        (0, no blend, unless one is shorter than ``length``, the steps' unblended lengths). A
+        candidate is measured on the symbols it moves only."""
+        scaled = self.log_scale + offsets[self.step_of]
+        unblended = code_length(DiscretizedLogistic(self.mean, scaled, self.num_bins).ranges(self.symbols)[1])
+        blends, best = [0] * len(length), length
         for code in BLEND_CANDIDATES:
-            trial = self.lengths(offsets, self.blended([code if predicted else 0 for predicted in self.predicted]))
-            for k in (trial < length).nonzero()[:, 0].tolist():
+            threshold, weight = smooth_blend(code)
+            moved = (self.prediction[1] <= threshold).nonzero()[:, 0]
+            mean = blend_means(self.mean[moved], (self.prediction[0][moved], self.prediction[1][moved]), threshold, weight)
+            lengths = code_length(DiscretizedLogistic(mean, scaled[moved], self.num_bins).ranges(self.symbols[moved])[1])
+            step_of = self.step_of[moved]
+            trial = length.index_add(0, step_of, lengths).index_add_(0, step_of, unblended[moved], alpha=-1)
+            for k in (trial < best).nonzero()[:, 0].tolist():
                 blends[k] = code
-            length = torch.minimum(trial, length)
+            best = torch.minimum(trial, best)
         return blends
+
+
+def _no_prediction(count: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A neighbour prediction that no blend uses (the spread of pixels without neighbours)."""
+    return torch.zeros(count, dtype=torch.int64, device=device), torch.full((count,), UNUSABLE, dtype=torch.int64, device=device)
 
 
 def _fill_padding(planes: Sequence[Plane], group: Group, x: torch.Tensor) -> torch.Tensor:

@@ -229,7 +229,7 @@ class PolyphaseLikelihood:
         channel (all channels at once without conditioning). A pass's network reads only the
         subimages of earlier passes, so a decoder fills ``x[index]`` before asking for the next.
         ``blends`` (one byte per step, or none) moves means toward :func:`neighbour_prediction`."""
-        for k, (index, family, prediction) in enumerate(self.predicted_steps(x, need_predictions=bool(blends))):
+        for k, (index, family, prediction) in enumerate(self.predicted_steps(x, blends)):
             if blends and blends[k]:
                 if prediction is None:
                     raise CorruptFileError(f"corrupt stream: a smooth-area blend for step {k}, which has no decoded neighbours")
@@ -237,11 +237,14 @@ class PolyphaseLikelihood:
                 family = DiscretizedLogistic(mean, family.log_scale, PIXEL_BINS, family.known)
             yield index, family
 
-    def predicted_steps(self, x: torch.Tensor, need_predictions: bool = True) -> Iterator[tuple[tuple, DiscretizedLogistic, tuple | None]]:
+    def predicted_steps(self, x: torch.Tensor, blends: Sequence[int] | None = None) -> Iterator[tuple[tuple, DiscretizedLogistic, tuple | None]]:
         """:meth:`steps` unblended, each with its pixels' :func:`neighbour_prediction` flattened as
-        the family (None where they have no decoded neighbours, as in the first pass, or if not needed)."""
+        the family: None where they have no decoded neighbours (as in the first pass), and, given
+        the steps' ``blends``, where no step of the subimage has one (none is needed)."""
         config = self.model.config
         everything = slice(None)
+        per_subimage = config.channels if config.channel_conditioning else 1
+        k = 0
         for p in pass_plan(config):
             context = x if self.known is None else x.masked_fill(self.known, 0)
             inp = pass_input(self.z1_input, context, p)
@@ -249,7 +252,9 @@ class PolyphaseLikelihood:
             for s, (mean, log_scale, *coefs) in zip(p.subimages, split_pass(codes, len(p.subimages), config.channels)):
                 known = None if self.known is None else subimage(self.known, s, p.depth)
                 rows, cols = pixel_slices(s, p.depth)
-                prediction = neighbour_prediction(x, self.known, p, s) if need_predictions else None
+                needed = blends is None or any(blends[k : k + per_subimage])
+                prediction = neighbour_prediction(x, self.known, p, s) if needed else None
+                k += per_subimage
                 if not coefs:
                     flat = None if prediction is None else tuple(t.reshape(-1) for t in prediction)
                     yield (everything, everything, rows, cols), DiscretizedLogistic(mean, log_scale, PIXEL_BINS, known), flat
