@@ -158,7 +158,7 @@ class GroupContext:
     """Whether the posterior's pushes and pops are spread (a format version's choice; see :mod:`.ans`)."""
     fill_padding: Callable[[torch.Tensor], torch.Tensor] | None = None
     """Decoding: rebuilds the pad pixels of the decoded patches."""
-    adjustments: StepAdjustments = field(default_factory=lambda: StepAdjustments())
+    adjustments: StepAdjustments = field(default_factory=StepAdjustments)
     """The stream's changes to the likelihood's steps (none: the model's own distributions)."""
 
     def likelihood_steps(self, likelihood, x: torch.Tensor) -> Iterator[tuple[tuple, EntropyModel]]:

@@ -168,9 +168,9 @@ def pack(header: Header, head_bytes: bytes, tail_bytes: bytes = b"") -> bytes:
     if header.learned:
         plan = header.plan
         body += bytes([len(header.models)])
-        offsets = _step_bytes(header, "scale_offsets", "scale offsets", plan.version.scale_offsets, _signed_byte)
-        blends = _step_bytes(header, "smooth_blends", "smooth-area blends", plan.version.smooth_blends, smooth_blend)
-        for (name, digest), offsets, blends in zip(header.models, offsets, blends, strict=True):
+        all_offsets = _step_bytes(header, "scale_offsets", "scale offsets", plan.version.scale_offsets, _signed_byte)
+        all_blends = _step_bytes(header, "smooth_blends", "smooth-area blends", plan.version.smooth_blends, smooth_blend)
+        for (name, digest), offsets, blends in zip(header.models, all_offsets, all_blends, strict=True):
             encoded = name.encode()
             body += bytes([len(encoded)]) + encoded + bytes.fromhex(digest)
             if plan.version.scale_offsets:

@@ -169,6 +169,11 @@ def split_pass(codes: tuple[torch.Tensor, ...], m: int, channels: int) -> list[t
     return [tuple(t[:, :, i] for t in per_part) for i in range(m)]
 
 
+def _steps_per_subimage(config: PolyphaseConfig) -> int:
+    """Likelihood steps per subimage: one per channel with channel conditioning, else one."""
+    return config.channels if config.channel_conditioning else 1
+
+
 UNUSABLE = 1 << 16
 """The spread of a pixel with fewer than two decoded neighbours: above every blend threshold."""
 _DIRECTIONS = ((-1, 0), (1, 0), (0, -1), (0, 1))
@@ -180,25 +185,19 @@ def neighbour_prediction(x: torch.Tensor, known: torch.Tensor | None, p: Pass, s
     passes decoded (inside the patch, not padding), and their largest minus smallest value
     (``UNUSABLE`` where fewer than two are decoded); None where no neighbour's subimage comes
     before ``s``. What a smooth-area blend moves means to."""
+    row, col = s // SQUEEZE, s % SQUEEZE
+    decoded = [(dy, dx) for dy, dx in _DIRECTIONS if ((row + dy) % SQUEEZE) * SQUEEZE + (col + dx) % SQUEEZE in p.earlier]
+    if not decoded:
+        return None
     level = x[..., :: 1 << p.depth, :: 1 << p.depth]
     usable = torch.ones_like(level, dtype=torch.bool) if known is None else ~known[..., :: 1 << p.depth, :: 1 << p.depth]
     level, usable = F.pad(level, (1, 1, 1, 1)), F.pad(usable, (1, 1, 1, 1), value=False)
     h, w = x.shape[-2] >> (p.depth + 1), x.shape[-1] >> (p.depth + 1)
-    row, col = s // SQUEEZE, s % SQUEEZE
-    count = total = high = low = None
-    for dy, dx in _DIRECTIONS:
-        if ((row + dy) % SQUEEZE) * SQUEEZE + (col + dx) % SQUEEZE not in p.earlier:
-            continue
-        rows, cols = slice(1 + row + dy, 1 + row + dy + 2 * h, 2), slice(1 + col + dx, 1 + col + dx + 2 * w, 2)
-        value, there = level[..., rows, cols], usable[..., rows, cols]
-        if count is None:
-            count, total = there.long(), torch.where(there, value, 0)
-            high, low = torch.where(there, value, -1), torch.where(there, value, PIXEL_BINS)
-        else:
-            count, total = count + there, total + torch.where(there, value, 0)
-            high, low = torch.maximum(high, torch.where(there, value, -1)), torch.minimum(low, torch.where(there, value, PIXEL_BINS))
-    if count is None:
-        return None
+    where = [(slice(1 + row + dy, 1 + row + dy + 2 * h, 2), slice(1 + col + dx, 1 + col + dx + 2 * w, 2)) for dy, dx in decoded]
+    value = torch.stack([level[..., rows, cols] for rows, cols in where])
+    there = torch.stack([usable[..., rows, cols] for rows, cols in where])
+    count, total = there.sum(0), torch.where(there, value, 0).sum(0)
+    high, low = torch.where(there, value, -1).amax(0), torch.where(there, value, PIXEL_BINS).amin(0)
     mean = torch.div(total << MEAN_FRAC, count.clamp(min=1), rounding_mode="floor")
     return mean, torch.where(count >= 2, high - low, UNUSABLE)
 
@@ -243,7 +242,7 @@ class PolyphaseLikelihood:
         the steps' ``blends``, where no step of the subimage has one (none is needed)."""
         config = self.model.config
         everything = slice(None)
-        per_subimage = config.channels if config.channel_conditioning else 1
+        per_subimage = _steps_per_subimage(config)
         k = 0
         for p in pass_plan(config):
             context = x if self.known is None else x.masked_fill(self.known, 0)
@@ -286,8 +285,7 @@ class PolyphaseVAE(IntegerVAE):
 
     @property
     def likelihood_steps(self) -> int:
-        per_subimage = self.config.channels if self.config.channel_conditioning else 1
-        return per_subimage * sum(len(p.subimages) for p in pass_plan(self.config))
+        return _steps_per_subimage(self.config) * sum(len(p.subimages) for p in pass_plan(self.config))
 
     def pass_codes(self, name: str, inp: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Clamped codes of the pass network ``name`` for its integer input (:func:`pass_input`)."""
