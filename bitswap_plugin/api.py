@@ -342,7 +342,9 @@ def _learned_stream(
     header: container.Header, coded: np.ndarray, mode: str, names: list[str], device: torch.device, progress: Progress | None
 ) -> bytes:
     """The smallest bits-back stream of ``coded`` (its planes in ``mode``) by the models ``names``
-    with ``header.plan.method``: small images also try seeding every patch (deflate alone)."""
+    with ``header.plan.method``. Small images also try their stream without the fitted step
+    adjustments (fitted on every patch, the fit's gain is in-sample and within the chain's noise
+    there) and seeding every patch (deflate alone)."""
     from . import zoo
     from .coders import StepAdjustments, encode_planes
 
@@ -350,16 +352,20 @@ def _learned_stream(
     unique = list(dict.fromkeys(names))
     planes = _planes(coded, mode, names, device)
     adjustments = _adjustments(planes)
-    stored = [adjustments.get(zoo.load_model(name, device=device), StepAdjustments()) for name in unique]
     total_patches = sum(len(plane.grid) for plane in planes)
-    candidates = [None] if total_patches > _SMALL_IMAGE_PATCHES else [None, total_patches]
+    candidates = [(None, adjustments)]
+    if total_patches <= _SMALL_IMAGE_PATCHES:
+        candidates += [(None, {})] * bool(adjustments) + [(total_patches, {})]
     best, seeds_tried = None, set()
-    for seed_patches in candidates:
+    for index, (seed_patches, used) in enumerate(candidates):
         if seed_patches in seeds_tried:
             continue  # the seed search already took every patch
-        plan, coder = encode_planes(planes, method, device, seed_patches, progress if seed_patches is None else None, adjustments)
+        plan, coder = encode_planes(planes, method, device, seed_patches, None if index else progress, used)
+        if plan.seed_patches == total_patches:
+            used = {}  # no patch was coded by the chain: adjustments would be dead header bytes
+            seeds_tried.add(total_patches)
+        stored = [used.get(zoo.load_model(name, device=device), StepAdjustments()) for name in unique]
         plan.scale_offsets, plan.smooth_blends = [a.offsets for a in stored], [a.blends for a in stored]
-        seeds_tried.add(plan.seed_patches)
         num_lanes, head, tail = coder.to_bytes()
         learned = dataclasses.replace(
             header,

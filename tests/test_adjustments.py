@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import bitswap_plugin as bsw
-from bitswap_plugin import container, zoo
+from bitswap_plugin import api, container, zoo
 from bitswap_plugin.ans import AnsCoder
 from bitswap_plugin.coders import Plane, StepAdjustments, decode_planes, encode_planes, fit_adjustments
 from bitswap_plugin.distributions import DiscretizedLogistic
@@ -76,6 +76,24 @@ def test_the_fit_is_reproducible_and_stays_near_zero_on_photographs(photo) -> No
     assert not any(both.blends[:3])  # the first pass has no decoded neighbours
     (no_context,) = fit_adjustments(zoo.load_model("bitswap-rgb"), patches.long(), torch.Generator().manual_seed(0))
     assert no_context[0].blends == ()
+
+
+def test_a_small_image_keeps_its_adjustments_only_where_they_shorten_its_file(photo, monkeypatch) -> None:
+    def stream(image: np.ndarray) -> tuple[int, StreamPlan]:
+        data = bsw.compress(image, method="bitswap")
+        np.testing.assert_array_equal(bsw.decompress(data), image)
+        return len(data), container.unpack(data)[0].plan
+
+    noisy_ramp = (_ramp(64, 96) + np.random.default_rng(5).integers(0, 3, (64, 96, 3))).astype(np.uint8)
+    for image in (photo[:32, :32], photo[:64, :64], photo, noisy_ramp):
+        fitted, plan = stream(np.ascontiguousarray(image))
+        if not plan.group_sizes:
+            assert plan.scale_offsets == [()] and plan.smooth_blends == [()]  # the seed holds every patch
+        with monkeypatch.context() as patch:
+            patch.setattr(api, "_adjustments", lambda planes: {})
+            plain, _ = stream(np.ascontiguousarray(image))
+        assert fitted <= plain
+    assert plan.group_sizes and any(plan.smooth_blends[0]) and fitted < 0.95 * plain  # where they pay, they stay
 
 
 def test_offsets_that_do_not_fit_the_model_are_corrupt(photo) -> None:
