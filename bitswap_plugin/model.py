@@ -374,8 +374,24 @@ class BitSwapVAE(nn.Module):
 
     def forward(self, x: torch.Tensor, free_bits: float = 1.0, generator: torch.Generator | None = None) -> Loss:
         """Loss terms for uint8 patches ``x`` (N, C, H, W), one posterior sample each."""
-        n = x.shape[0]
         dims = x[0].numel()
+        recon, kl = self._terms(x, generator)
+        return Loss(
+            loss=(recon + kl.clamp(min=free_bits).sum()) / dims,
+            neg_elbo=(recon + kl.sum()) / dims,
+            recon=recon / dims,
+            kl=kl.sum(1) / dims,
+        )
+
+    @torch.no_grad()
+    def latent_channel_kl(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The KL of each latent layer's channels in bits per patch, (L, latent_channels), one posterior
+        sample per patch of ``x``: what each channel carries."""
+        return self._terms(x, generator)[1]
+
+    def _terms(self, x: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(-log2 p(x | z1), KL per latent layer and channel), both in bits per patch."""
+        n = x.shape[0]
         zs, log_q = [], []
         inp = x
         for level in range(self.config.latent_layers):
@@ -393,13 +409,7 @@ class BitSwapVAE(nn.Module):
                 codes = self.top_prior(zs[level].shape, x.device)
             log_p = self._latent_log_prob(zs[level], *codes_to_bins(*codes))
             kl_channels.append((log_q[level] - log_p).sum((2, 3)).mean(0) / LN2)
-        kl = torch.stack(kl_channels)
-        return Loss(
-            loss=(recon + kl.clamp(min=free_bits).sum()) / dims,
-            neg_elbo=(recon + kl.sum()) / dims,
-            recon=recon / dims,
-            kl=kl.sum(1) / dims,
-        )
+        return recon, torch.stack(kl_channels)
 
     def recon_bits(self, z1: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """-log2 p(x | z1) summed over the batch (the likelihood; an architecture may replace it)."""
@@ -434,21 +444,57 @@ class BitSwapVAE(nn.Module):
         """The integer model of this (calibrated) model."""
         return self.integer_type(self.config, {name: export_net(net) for name, net in self.integer_networks()})
 
-    def adopt(self, other: BitSwapVAE) -> list[str]:
+    def adopt(self, other: BitSwapVAE, keep: list[list[int]] | None = None) -> list[str]:
         """Copy the weights of each network ``other`` has under the same name and with the same shapes
-        (growing a trained model, e.g. by polyphase levels); returns the names of the networks left as they were."""
+        (growing a trained model, e.g. by polyphase levels); returns the names of the networks left as they were.
+
+        ``keep`` (one list per latent layer, z1 first) names the channels of ``other``'s latents this
+        model keeps, where it has fewer: networks then adopt the weights that read and write those."""
         theirs = dict(other.integer_networks())
+        ports = self.latent_ports()
         fresh = []
         for name, net in self.integer_networks():
             state = theirs[name].state_dict() if name in theirs else {}
+            if state and keep is not None:
+                state = _select_latent_channels(state, *ports[name], keep, other.config.latent_channels)
             if {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in net.state_dict().items()}:
                 net.load_state_dict(state)
             else:
                 fresh.append(name)
         return fresh
 
+    def latent_ports(self) -> dict[str, tuple[tuple[int, int] | None, int | None]]:
+        """Per network, where latents enter and leave it: ``((layer, block), layer)``. A network reads
+        latent layer ``layer`` (1 = z1) as its first inputs, each channel as ``block`` consecutive
+        input channels (its space-to-depth squeeze); it writes the (mean, log-scale) of a latent
+        layer's channels as its head's two halves. None where no latents enter or leave."""
+        layers = self.config.latent_layers
+        ports = {"q.0": (None, 1), "p.0": ((1, 1), None)}
+        for level in range(1, layers):
+            ports[f"q.{level}"], ports[f"p.{level}"] = ((level, 1), level + 1), ((level + 1, 1), level)
+        return ports
+
     def _latent_input(self, z: torch.Tensor) -> torch.Tensor:
         return latents_to_input(z, self.config.latent_bins)
+
+
+def _select_latent_channels(
+    state: dict[str, torch.Tensor], reads: tuple[int, int] | None, writes: int | None, keep: list[list[int]], channels: int
+) -> dict[str, torch.Tensor]:
+    """A network's weights restricted to the latent channels ``keep`` of a model with ``channels``
+    per layer (see :meth:`BitSwapVAE.latent_ports`): the input columns that read them, the head
+    rows that write them; every other input (pixel context) as it was."""
+    state = dict(state)
+    if reads is not None:
+        layer, block = reads
+        weight = state["conv_in.conv.weight"]
+        columns = [c * block + t for c in keep[layer - 1] for t in range(block)] + list(range(channels * block, weight.shape[1]))
+        state["conv_in.conv.weight"] = weight[:, columns]
+    if writes is not None:
+        rows = keep[writes - 1] + [channels + c for c in keep[writes - 1]]
+        for key in ("head.conv.weight", "head.conv.bias", "head_gain", "head_offset"):
+            state[key] = state[key][rows]
+    return state
 
 
 @torch.no_grad()

@@ -79,6 +79,13 @@ class PolyphaseBitSwapVAE(BitSwapVAE):
             raise ValueError("p(x | z1) of a polyphase model needs the pixels: use p[0].recon_bits")
         return super().prior(level, z)
 
+    def latent_ports(self) -> dict[str, tuple[tuple[int, int] | None, int | None]]:
+        """The base model's, with every pass reading z1 squeezed to its level instead of p(x | z1)."""
+        ports = super().latent_ports()
+        del ports["p.0"]
+        ports.update({p.name: ((1, SUBIMAGES**p.depth), None) for p in self.p[0].plan})
+        return ports
+
     def integer_networks(self) -> list[tuple[str, Net]]:
         passes = [(p.name, net) for p, net in zip(self.p[0].plan, self.p[0].nets)]
         return [(name, net) for name, net in super().integer_networks() if name != "p.0"] + passes

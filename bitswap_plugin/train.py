@@ -454,14 +454,19 @@ class Trainer:
             getattr(start.config, f.name) != getattr(wanted, f.name) for f in dataclasses.fields(wanted) if f.name not in ignored
         ):
             raise BitSwapError(f"--init model has config {start.config}, the run wants {wanted}")
-        fresh = self.fresh = self.model.adopt(start)
+        keep = None
+        if wanted.latent_channels < start.config.latent_channels:  # keep the channels that carry the most
+            kl = start.to(self.device).latent_channel_kl(sample, torch.Generator(device=self.device).manual_seed(0))
+            keep = [sorted(row.argsort(descending=True)[: wanted.latent_channels].tolist()) for row in kl.cpu()]
+        fresh = self.fresh = self.model.adopt(start, keep)
         self.model.quantized = False
         if fresh:
             networks = dict(self.model.integer_networks())
             data_dependent_init(self.model, sample, [networks[name] for name in fresh])
             match_heads(self.model, start.to(self.device), sample, [name for name, _ in start.integer_networks() if name in fresh])
         if self.rank == 0:
-            self._log({"step": 0, "init": self.settings.init, "fresh_networks": fresh, "val_bpd": self.validate()})
+            self._log({"step": 0, "init": self.settings.init, "fresh_networks": fresh, **({"kept_latent_channels": keep} if keep else {}),
+                       "val_bpd": self.validate()})
 
     def _train_step(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> torch.Tensor:
         """One optimizer step on patches ``x``; returns the batch's -ELBO (a device scalar, no sync)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from bitswap_plugin.errors import BitSwapError, CorruptFileError
 from bitswap_plugin.fileformat import VERSION, VERSIONS
 from bitswap_plugin.integer_model import integer_neg_elbo, save_integer_model
 from bitswap_plugin.model import export_integer_model, load_float_model, neg_elbo, save_float_model
-from bitswap_plugin.architecture import latents_to_input
+from bitswap_plugin.architecture import latents_to_input, pixels_to_input
 from bitswap_plugin.polyphase import PolyphaseConfig, PolyphaseVAE, pass_input, pass_plan, pixel_slices, subimage
 from bitswap_plugin.polyphase_model import PolyphaseBitSwapVAE
 
@@ -184,6 +185,35 @@ def test_streams_before_version_3_cannot_name_a_model_with_pixel_context(registe
     header.plan.version, header.plan.scale_offsets, header.plan.smooth_blends = VERSIONS[2], [], []
     with pytest.raises(CorruptFileError, match="version 2 stream names a model with pixel context"):
         bsw.decompress(container.pack(header, head, tail))
+
+
+def test_a_model_with_fewer_latent_channels_keeps_the_weights_of_the_channels_it_keeps(trained):
+    model, data = trained
+    keep = [[3, 1], [0, 2]]  # z1's channels 3 and 1, z2's 0 and 2
+    small = PolyphaseBitSwapVAE(dataclasses.replace(model.config, latent_channels=2, name="small"))
+    assert small.adopt(model, keep) == []
+    kl = model.latent_channel_kl(data, torch.Generator().manual_seed(0))
+    assert kl.shape == (2, 4) and bool((kl > -1e-3).all())
+
+    x = pixels_to_input(data[:4].float())
+    for full, kept in zip(model.q[0](x), small.q[0](x)):  # q(z1 | x): the kept channels' mean and log-scale
+        assert torch.equal(kept, full[:, keep[0]])
+    reduced = copy.deepcopy(model)  # the model with the dropped channels' input weights zeroed
+    dropped = [[c for c in range(4) if c not in layer] for layer in keep]
+    for name, net in reduced.integer_networks():
+        (reads, _), weight = model.latent_ports()[name], net.conv_in.conv.weight.data
+        if reads:
+            layer, block = reads
+            for c in dropped[layer - 1]:
+                weight[:, c * block : (c + 1) * block] = 0
+    z2 = torch.randint(0, 1024, (4, 4, 16, 16))
+    for full, kept in zip(reduced.p[1](latents_to_input(z2.float(), 1024)), small.p[1](latents_to_input(z2[:, keep[1]].float(), 1024))):
+        assert torch.allclose(kept, full[:, keep[0]], atol=0.1)  # p(z1 | z2) reads the kept channels of z2, writes those of z1
+    z1, pixels = torch.randint(0, 1024, (4, 4, 16, 16)), data[:4].float()
+    for p, net, small_net in zip(model.p[0].plan, reduced.p[0].nets, small.p[0].nets):  # passes at every level
+        full = net(pass_input(latents_to_input(z1.float(), 1024), pixels, p))
+        kept = small_net(pass_input(latents_to_input(z1[:, keep[0]].float(), 1024), pixels, p))
+        assert all(torch.allclose(a, b, atol=0.1) for a, b in zip(full, kept)), (p.name, [float((a - b).abs().max()) for a, b in zip(full, kept)])  # codes: 1/256 bin; float32 sums in another order
 
 
 def test_a_grown_model_adopts_the_networks_it_shares(trained):

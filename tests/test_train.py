@@ -241,6 +241,15 @@ def test_train_a_polyphase_model(data: Path, tmp_path: Path) -> None:
     assert integer._nets["q.0"].conv_in.weight.shape[0] == 8 and integer._nets["q.1"].conv_in.weight.shape[0] == 16
     name = zoo.register_model(grown / "grown.safetensors", "grown-in-test")
     assert np.array_equal(decompress(compress(image, model=name, method="bitswap")), image)
+    # with fewer latent channels: every network adopts the weights of the channels that carry the most
+    lean = tmp_path / "lean"
+    assert _train(data, lean, *extra, "--latent-channels", "3", "--name", "lean",
+                  "--init", str(tmp_path / "one" / "polyphase-rgb.float.safetensors")) == 0
+    [start] = [r for r in read_log(lean / "log.jsonl") if "fresh_networks" in r]
+    assert start["fresh_networks"] == [] and [len(layer) for layer in start["kept_latent_channels"]] == [3, 3]
+    assert load_model_file(lean / "lean.safetensors").config.latent_channels == 3
+    name = zoo.register_model(lean / "lean.safetensors", "lean-in-test")
+    assert np.array_equal(decompress(compress(image, model=name, method="bitswap")), image)
 
 
 def test_synthetic_crops_are_flat_smooth_or_few_coloured(data: Path) -> None:
