@@ -13,6 +13,9 @@ For each model, on
 it reports bits per subpixel: the reconstruction term, the KL of each latent
 layer (a layer whose KL is ~0 has collapsed to its prior) and their sum; for
 a polyphase model, the reconstruction of each pass too (which pixels cost).
+Per latent layer it also gives, in bits per patch, the KL of each channel and
+the posterior information: what popping the layer from an empty message takes,
+which the chain's start-up pays where no earlier bits can feed the pops.
 """
 
 from __future__ import annotations
@@ -74,11 +77,16 @@ def terms(model: IntegerVAE, patches: torch.Tensor) -> dict:
     share of the whole (which sums to ``recon``)."""
     generator = torch.Generator().manual_seed(0)
     recon, kl, steps = 0.0, [0.0] * model.config.latent_layers, []
+    channels = torch.zeros(model.config.latent_layers, 2, model.config.latent_channels, dtype=torch.float64)
     for start in range(0, patches.shape[0], 256):
-        r, k = integer_elbo_terms(model, patches[start : start + 256], generator, steps)
-        recon, kl = recon + r, [a + b for a, b in zip(kl, k)]
+        parts: list[torch.Tensor] = []
+        r, k = integer_elbo_terms(model, patches[start : start + 256], generator, steps, parts)
+        recon, kl, channels = recon + r, [a + b for a, b in zip(kl, k)], channels + torch.stack(parts)
     n = patches.numel()
-    out = {"neg_elbo": (recon + sum(kl)) / n, "recon": recon / n, "kl": [k / n for k in kl]}
+    per_patch = channels / patches.shape[0]
+    out = {"neg_elbo": (recon + sum(kl)) / n, "recon": recon / n, "kl": [k / n for k in kl],
+           "kl_per_channel_bits_per_patch": per_patch[:, 0].tolist(),
+           "posterior_information_bits_per_patch": per_patch[:, 1].sum(1).tolist()}
     if isinstance(model, PolyphaseVAE):
         out["recon_by_pass"] = by_pass(model, steps, n)
     return out
@@ -130,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         v = result["validation"]
         print(f"{name}: validation -ELBO {v['neg_elbo']:.4f} = recon {v['recon']:.4f} + KL "
               + " + ".join(f"{k:.4f}" for k in v["kl"]))
+        for layer, (kl, information) in enumerate(zip(v["kl_per_channel_bits_per_patch"], v["posterior_information_bits_per_patch"]), 1):
+            print(f"  z{layer}, bits per patch: KL per channel " + " ".join(f"{k:.1f}" for k in kl) + f", posterior information {information:.0f}")
         for label, row in result["synthetic"].items():
             print(f"  {label}: file {row['file_bpsp']:.4f}, -ELBO {row['neg_elbo']:.4f} = recon {row['recon']:.4f} + KL "
                   + " + ".join(f"{k:.4f}" for k in row["kl"]))

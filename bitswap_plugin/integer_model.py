@@ -431,10 +431,13 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, 
 
 @torch.no_grad()
 def integer_elbo_terms(
-    model: IntegerVAE, x: torch.Tensor, generator: torch.Generator | None = None, recon_steps: list | None = None
+    model: IntegerVAE, x: torch.Tensor, generator: torch.Generator | None = None, recon_steps: list | None = None,
+    channel_bits: list | None = None,
 ) -> tuple[float, list[float]]:
     """(reconstruction, KL of each latent layer) of uint8 patches ``x`` in bits, one latent sample;
-    ``recon_steps``, if given, gets the (index into x, bits) of each of the likelihood's steps.
+    ``recon_steps``, if given, gets the (index into x, bits) of each of the likelihood's steps, and
+    ``channel_bits`` per latent layer the (KL, posterior information) of each channel, (2, C) float64
+    summed over the patches: what a channel carries, and what popping it from an empty message takes.
 
     Latents are drawn exactly from the integer posteriors' quantized
     frequencies, and every term is the ANS cost ``-log2(freq / 2**PRECISION)``
@@ -443,21 +446,25 @@ def integer_elbo_terms(
     """
     x = x.to(torch.int64)
     latent_shape = model.config.latent_shape(x.shape[0])
-    zs, kl = [], []
+    zs, posterior_bits = [], []
     inp = x
     for level in range(model.config.latent_layers):
         dist = model.posterior(level, inp)
         z = dist.locate(torch.randint(0, TOTAL, (len(dist),), generator=generator, device=x.device))[0]
-        kl.append(-float(dist.information(z).sum()))
+        posterior_bits.append(dist.information(z).view(latent_shape))
         inp = z.view(latent_shape)
         zs.append(inp)
     steps = [(index, float(dist.information(x[index]).sum())) for index, dist in model.likelihood(zs[0]).steps(x)]
     if recon_steps is not None:
         recon_steps.extend(steps)
     recon = sum(bits for _, bits in steps)
-    for level in range(1, model.config.latent_layers):
-        kl[level - 1] += float(model.prior(level, zs[level]).information(zs[level - 1]).sum())
-    kl[-1] += float(model.top_prior(zs[-1].numel()).information(zs[-1]).sum())
+    priors = [model.prior(level, zs[level]) for level in range(1, model.config.latent_layers)] + [model.top_prior(zs[-1].numel())]
+    kl = []
+    for z, prior, posterior in zip(zs, priors, posterior_bits):
+        per_channel = torch.stack([prior.information(z).view(latent_shape) - posterior, posterior]).sum((1, 3, 4))
+        kl.append(float(per_channel[0].sum()))
+        if channel_bits is not None:
+            channel_bits.append(per_channel)
     return recon, kl
 
 
