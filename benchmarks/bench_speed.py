@@ -17,6 +17,10 @@
   images of ``--sizes``.
 * ``rss``: peak resident memory (``VmHWM``) of a fresh process compressing,
   and of another decompressing, ``--rss-sizes`` squared RGB images.
+* ``split``: where a decode of the timing image spends its time, per model:
+  each level codec of the chain (the posterior pushes, the priors' pops; the
+  pixels' likelihood is the prior at level 0), and inside them the networks
+  and the ANS coder, with the symbols each coded (median of ``--runs``).
 * ``busy``: the ``bitswap`` command compressing (``--method bitswap``) and
   decompressing the timing image as a user runs it, on the machine as it is and
   with ``--busy`` extra processes spinning on the CPU, with the command's
@@ -143,6 +147,72 @@ def passes(photos: list[Path], sizes: list[int], model: str | None) -> Iterator[
                "decode_calls": decode["calls"], "encode_s": encode_s, "log2_patches": float(np.log2(patches))}
 
 
+@contextmanager
+def timing_decode_parts(name: str) -> Iterator[tuple[dict[str, float], dict[str, int]]]:
+    """Seconds (and ANS symbols) of each level codec while inside, and within them of the networks of
+    model ``name`` (as the API loads it) and of the ANS coder's pushes and pops, by codec."""
+    from bitswap_plugin import coders
+    from bitswap_plugin.ans import AnsCoder
+
+    model = zoo.load_model(name)
+    seconds: dict[str, float] = {}
+    symbols: dict[str, int] = {}
+    codec = ["other"]
+
+    def timed(label: Callable[[tuple], str], fn: Callable, count: Callable[[tuple], int] | None = None) -> Callable:
+        def wrapper(*args, **kwargs):
+            key = label(args)
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
+                if count:
+                    symbols[key] = symbols.get(key, 0) + count(args)
+
+        return wrapper
+
+    def entered(fn: Callable) -> Callable:
+        def wrapper(step, *args):
+            codec[0] = f"{type(step).__name__.lower()} {step.level}"
+            return fn(step, *args)
+
+        return wrapper
+
+    originals = {(cls, "decode"): cls.decode for cls in (coders.Posterior, coders.Prior)}
+    originals.update({(AnsCoder, way): getattr(AnsCoder, way) for way in ("push", "pop")})
+    for cls in (coders.Posterior, coders.Prior):
+        cls.decode = entered(timed(lambda args: f"{type(args[0]).__name__.lower()} {args[0].level}", originals[cls, "decode"]))
+    AnsCoder.push = timed(lambda args: f"  {codec[0]}: ANS", originals[AnsCoder, "push"], lambda args: args[1].numel())
+    AnsCoder.pop = timed(lambda args: f"  {codec[0]}: ANS", originals[AnsCoder, "pop"], lambda args: len(args[1]))
+    networks = [network for network in ("posterior_codes", "prior_codes", "pass_codes") if hasattr(model, network)]
+    for network in networks:
+        setattr(model, network, timed(lambda args: f"  {codec[0]}: networks", getattr(model, network)))
+    try:
+        yield seconds, symbols
+    finally:
+        for (cls, attr), fn in originals.items():
+            setattr(cls, attr, fn)
+        for network in networks:
+            delattr(model, network)
+
+
+def decode_split(image: np.ndarray, models: list[str], runs: int) -> dict:
+    """Per model, the median seconds of a decode of ``image`` and of its parts (:func:`timing_decode_parts`)."""
+    out = {}
+    for name in models:
+        data = bsw.compress(image, model=name, method="bitswap")
+        totals, parts = [], []
+        for _ in range(runs):
+            with timing_decode_parts(name) as (seconds, symbols):
+                _, total = _timed(bsw.decompress, data)
+            totals.append(total)
+            parts.append(seconds)
+        out[name] = {"decode_s": statistics.median(totals), "symbols": symbols,
+                     "parts_s": {key: statistics.median(p.get(key, 0.0) for p in parts) for key in sorted(parts[0])}}
+    return out
+
+
 def _peak_rss() -> int:
     """This process's peak resident memory in bytes: Linux's VmHWM, which, unlike ``ru_maxrss``,
     does not inherit the parent's peak across fork and exec."""
@@ -243,7 +313,7 @@ def busy(image_path: Path, extra_load: int, runs: int) -> Iterator[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=["timing", "passes", "rss", "busy"], default=["timing", "passes", "rss", "busy"])
+    parser.add_argument("--only", nargs="+", choices=["timing", "split", "passes", "rss", "busy"], default=["timing", "split", "passes", "rss", "busy"])
     parser.add_argument("--busy", type=int, default=2, help="spinning processes added for the busy section (default: 2)")
     parser.add_argument("--model", nargs="+", default=None,
                         help="model(s): timing measures each, the other sections the first (default: the shipped default)")
@@ -266,9 +336,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     for section in args.only:
         meta = _meta(args)
+        with Image.open(args.image) as image:
+            pixels = np.asarray(image.convert("L" if args.gray else "RGB"))
+        if section == "split":
+            out = {"image": args.image.name, "mode": "L" if args.gray else "RGB", **decode_split(pixels, models, args.runs)}
+            print(json.dumps(out, indent=2), flush=True)
+            print("\n| part | " + " | ".join(f"{name} s (symbols)" for name in models) + " |\n|---|" + "---|" * len(models))
+            for key in sorted({key for name in models for key in out[name]["parts_s"]}, key=lambda k: (k.strip().split(":")[0], k.startswith(" "), k)):
+                cells = [f"{out[n]['parts_s'].get(key, 0):.2f}" + (f" ({out[n]['symbols'][key]:,})" if key in out[n]["symbols"] else "") for n in models]
+                print(f"| {key.strip()} | " + " | ".join(cells) + " |")
+            print("| decode | " + " | ".join(f"{out[n]['decode_s']:.2f}" for n in models) + " |")
+            _store(args.json, section, {"meta": meta, **out})
+            continue
         if section == "timing":
-            with Image.open(args.image) as image:
-                pixels = np.asarray(image.convert("L" if args.gray else "RGB"))
             out = {"image": args.image.name, "mode": "L" if args.gray else "RGB", **timing(pixels, models, args.runs)}
             print(json.dumps(out, indent=2), flush=True)
             print("\n| codec | encode s (median) | decode s (median) | encode, decode / first | bits/subpixel |\n|---|---|---|---|---|")
