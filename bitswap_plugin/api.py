@@ -356,14 +356,14 @@ def _learned_stream(
     candidates = [(None, adjustments)]
     if total_patches <= _SMALL_IMAGE_PATCHES:
         candidates += [(None, {})] * bool(adjustments) + [(total_patches, {})]
-    best, seeds_tried = None, set()
+    best, seeded_every_patch = None, False
     for index, (seed_patches, used) in enumerate(candidates):
-        if seed_patches in seeds_tried:
+        if seed_patches == total_patches and seeded_every_patch:
             continue  # the seed search already took every patch
         plan, coder = encode_planes(planes, method, device, seed_patches, None if index else progress, used)
         if plan.seed_patches == total_patches:
             used = {}  # no patch was coded by the chain: adjustments would be dead header bytes
-            seeds_tried.add(total_patches)
+            seeded_every_patch = True
         stored = [used.get(zoo.load_model(name, device=device), StepAdjustments()) for name in unique]
         plan.scale_offsets, plan.smooth_blends = [a.offsets for a in stored], [a.blends for a in stored]
         num_lanes, head, tail = coder.to_bytes()
