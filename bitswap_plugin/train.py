@@ -238,6 +238,40 @@ def _copy_into(model: torch.nn.Module, values: list[torch.Tensor]) -> None:
         param.copy_(value)
 
 
+class WeightAverage:
+    """A moving average of a model's parameters: their plain mean while it holds fewer than
+    ``1 / (1 - decay)`` weights (so it carries no bias towards where it started), then an
+    exponential average of decay ``decay``. ``saved`` and ``count`` continue a checkpoint's."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, saved: list[torch.Tensor] | None = None, count: int = 1) -> None:
+        self.model, self.decay, self.count = model, decay, count
+        device = next(model.parameters()).device
+        self.values = [t.to(device) for t in saved] if saved is not None else [p.detach().clone() for p in model.parameters()]
+        """The average, in ``parameters()`` order."""
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Move the average towards the model's current weights."""
+        decay = min(self.decay, self.count / (self.count + 1))
+        for average, param in zip(self.values, self.model.parameters(), strict=True):
+            average.lerp_(param.detach(), 1 - decay)
+        self.count += 1
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """The model holds the averaged weights inside the block."""
+        current = [p.detach().clone() for p in self.model.parameters()]
+        _copy_into(self.model, self.values)
+        try:
+            yield
+        finally:
+            _copy_into(self.model, current)
+
+    def adopt(self) -> None:
+        """Replace the model's weights by the average for good."""
+        _copy_into(self.model, self.values)
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -323,10 +357,8 @@ class Trainer:
         torch.manual_seed(settings.seed)  # the initial weights
         self.model = float_model(settings.config).to(device)
         self.step = 0
-        self.average: list[torch.Tensor] | None = None
-        """The moving average of the parameters (``settings.ema``), in ``parameters()`` order."""
-        self.averaged_steps = 0
-        """How many weights the average holds (the ones it started at count as one)."""
+        self.average: WeightAverage | None = None
+        """The moving average of the parameters (``settings.ema``)."""
         self.noise = torch.Generator(device=device)
         self.fresh: list[str] = []
         """Networks that started fresh in a run from ``settings.init`` (they train at ``fresh_lr``)."""
@@ -367,7 +399,7 @@ class Trainer:
         if self.calibrated is not None:
             state["calibrated"] = self.calibrated
         if self.average is not None:
-            state["average"], state["averaged_steps"] = self.average, self.averaged_steps
+            state["average"], state["averaged_steps"] = self.average.values, self.average.count
         temp = self.out / (CHECKPOINT + ".part")
         torch.save(state, temp)
         os.replace(temp, self.out / CHECKPOINT)
@@ -390,40 +422,16 @@ class Trainer:
 
     def _start_average(self, saved: list[torch.Tensor] | None = None, count: int = 1) -> None:
         """Start the moving average at ``saved`` (a checkpoint's, holding ``count`` weights), else at the current weights."""
-        self.averaged_steps = count
-        if not self.settings.ema:
-            self.average = None
-        elif saved is not None:
-            self.average = [t.to(self.device) for t in saved]
-        else:
-            self.average = [p.detach().clone() for p in self.model.parameters()]
+        self.average = WeightAverage(self.model, self.settings.ema, saved, count) if self.settings.ema else None
 
-    @torch.no_grad()
-    def _update_average(self) -> None:
-        """Move the average towards the current weights: the plain mean of all it holds while that
-        is fewer than ``1 / (1 - ema)``, then an exponential average of decay ``ema``."""
-        decay = min(self.settings.ema, self.averaged_steps / (self.averaged_steps + 1))
-        for average, param in zip(self.average, self.model.parameters(), strict=True):
-            average.lerp_(param.detach(), 1 - decay)
-        self.averaged_steps += 1
-
-    @contextlib.contextmanager
-    def _averaged(self) -> Iterator[None]:
+    def _averaged(self) -> contextlib.AbstractContextManager:
         """The model holds the averaged weights inside the block (as it is when there is no average)."""
-        if self.average is None:
-            yield
-            return
-        current = [p.detach().clone() for p in self.model.parameters()]
-        _copy_into(self.model, self.average)
-        try:
-            yield
-        finally:
-            _copy_into(self.model, current)
+        return contextlib.nullcontext() if self.average is None else self.average.applied()
 
     def _adopt_average(self) -> None:
         """Replace the weights by their average for good (before QAT and export)."""
         if self.average is not None:
-            _copy_into(self.model, self.average)
+            self.average.adopt()
 
     # -- loop
 
@@ -545,7 +553,7 @@ class Trainer:
             x = self.train_data.sample(s.batch, self._streams(0), transpose=s.transpose, synthetic=s.synthetic).to(self.device, non_blocking=True)
             window_sum += self._train_step(net, optimizer, x)
             if self.average is not None:
-                self._update_average()
+                self.average.update()
             window_steps += 1
             self.step += 1
             bar.update(1)
