@@ -17,8 +17,16 @@ the last two are architecture ``bitswap-polyphase``:
 context_width=..., context_blocks=...))`` on the rgb preset. What this script
 adds is ``--mixture K`` (:class:`MixturePassLikelihood`: K discretized
 logistics per pixel, PixelCNN++/L3C style, the mixture over whole RGB pixels
-with channel conditioning per component; float training only, no integer
-export) and the experiment harness.
+with channel conditioning per component, on every pass at any number of
+polyphase levels; float training only, no integer export) and the
+experiment harness.
+
+``--init models/NAME.float.safetensors`` starts every scheme from a trained
+model instead (its configuration replaces the rgb preset; the schemes must
+be its schedule and pass network size). A mixture then starts as that
+model's one logistic (:meth:`MixturePassLikelihood.adopt_single`), so the
+schemes compare what fine-tuning from the same weights buys at equal time.
+``--warmup`` and ``--ema`` work as in ``bitswap train``.
 
 Training (per scheme, same data stream, same seed): random 32x32 crops
 (``train.PatchSampler``, scales 1 and 2, random flips) of
@@ -51,6 +59,8 @@ Examples::
         --schemes independent checkerboard polyphase --minutes 22
     python benchmarks/context_experiment.py --schemes polyphase:w64 --minutes 22
     python benchmarks/context_experiment.py --schemes checkerboard:k5 --minutes 22 --resume
+    python benchmarks/context_experiment.py --init models/polyphase-rgb-l3-8.float.safetensors \\
+        --schemes polyphase:k3 polyphase --minutes 20 --free-bits 4 --lr 2e-5 --lr-end 1e-5 --warmup 200 --ema 0.999
 
 To keep a long run independent of edits to the working tree, run it on a
 pinned copy of the package (``runs/`` is git-ignored)::
@@ -73,6 +83,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -87,11 +98,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bitswap_plugin.architecture import COEF_FRAC, CONDITIONING_COEFS, PIXEL_BINS, ModelConfig, conditioned_mean, split_head
-from bitswap_plugin.model import LN2, BitSwapVAE, Net, codes_to_bins, discretized_logistic_log_mass
+from bitswap_plugin.model import LN2, BitSwapVAE, Net, codes_to_bins, discretized_logistic_log_mass, load_float_model
 from bitswap_plugin.patches import PATCH
 from bitswap_plugin.polyphase import SUBIMAGES, PolyphaseConfig, pass_specs, split_pass, subimage
 from bitswap_plugin.polyphase_model import PassLikelihood, PolyphaseBitSwapVAE
-from bitswap_plugin.train import PRESETS, PatchSampler, data_dependent_init, learning_rate
+from bitswap_plugin.train import PRESETS, PatchSampler, WeightAverage, data_dependent_init, learning_rate
 
 SUBIMAGE_NAMES = "ABCD"
 """Polyphase subimage s = 2i + j holds pixels (2y + i, 2x + j): A=(0,0), B=(0,1), C=(1,0), D=(1,1)."""
@@ -125,40 +136,75 @@ class MixturePassLikelihood(PassLikelihood):
 
     def __init__(self, config: PolyphaseConfig, mixture: int) -> None:
         super().__init__(config)
-        if mixture < 1 or config.levels != 1:
-            raise ValueError("mixture must be >= 1, on one polyphase level")
+        if mixture < 1:
+            raise ValueError("mixture must be >= 1")
         self.mixture = mixture
         self.nets = nn.ModuleList(
             Net(spec._replace(out_channels=spec.out_channels * mixture,
-                              coef_channels=(spec.coef_channels + (len(subimages) if mixture > 1 else 0)) * mixture),
+                              coef_channels=(spec.coef_channels + (len(p.subimages) if mixture > 1 else 0)) * mixture),
                 config.context_width, config.context_blocks)
-            for spec, subimages in zip(pass_specs(config), config.passes)
+            for spec, p in zip(pass_specs(config), self.plan)
         )
 
+    def _head_widths(self, m: int) -> tuple[int, int, int]:
+        """Head channels of one component for a pass of ``m`` subimages: means, log-scales, coefficients."""
+        channels = self.config.channels
+        return channels * m, channels * m, CONDITIONING_COEFS * m if self.config.channel_conditioning else 0
+
     def recon_bits(self, z1: torch.Tensor, x: torch.Tensor, quantized: bool) -> torch.Tensor:
-        """-log2 p(x | z1) of each subimage, summed over the batch: (4,)."""
+        """-log2 p(x | z1) of each top-level subimage, summed over the batch: (4,) (as
+        :meth:`PassLikelihood.recon_bits`: the bits of A's own subimages count for A)."""
         k, channels = self.mixture, self.config.channels
-        bits = torch.zeros(SUBIMAGES, device=x.device)
-        for net, inp, subimages in zip(self.nets, self._inputs(z1, x), self.config.passes):
-            m = len(subimages)
+        bits = [torch.zeros((), device=x.device) for _ in range(SUBIMAGES)]
+        for net, inp, p in zip(self.nets, self._inputs(z1, x), self.plan):
+            m = len(p.subimages)
             # the head's raw output: split_head would clamp the logits to the coefficients' range
             raw = net._forward_quantized(inp) if quantized else net._forward_float(inp)
             blocks = split_head(raw, net.spec)
-            widths = (channels * m, channels * m, CONDITIONING_COEFS * m if self.config.channel_conditioning else 0)
+            widths = self._head_widths(m)
             log_p = []
             for comp in range(k):
                 codes = tuple(t[:, comp * w : (comp + 1) * w] for t, w in zip(blocks, widths) if w)
                 log_p.append(torch.stack([
-                    self._pixel_log_mass(subimage(x, s).float(), part, quantized)
-                    for s, part in zip(subimages, split_pass(codes, m, channels))
+                    self._pixel_log_mass(subimage(x, s, p.depth).float(), part, quantized)
+                    for s, part in zip(p.subimages, split_pass(codes, m, channels))
                 ], 1))
             log_p = torch.stack(log_p, 1)  # (N, K, m, h, w)
             if k > 1:
                 logits = (raw[:, k * sum(widths) :] / (1 << COEF_FRAC)).clamp(-LOGIT_MAX, LOGIT_MAX)
                 log_p = log_p + F.log_softmax(logits.unflatten(1, (k, m)), 1)
-            for s, lp in zip(subimages, torch.logsumexp(log_p, 1).unbind(1)):
-                bits[s] = -lp.sum() / LN2
-        return bits
+            for s, lp in zip(p.subimages, torch.logsumexp(log_p, 1).unbind(1)):
+                top = 0 if p.depth else s
+                bits[top] = bits[top] - lp.sum() / LN2
+        return torch.stack(bits)
+
+    @torch.no_grad()
+    def adopt_single(self, single: PassLikelihood, generator: torch.Generator) -> None:
+        """Start from a trained one-logistic likelihood: component 0 is its head; the others
+        copy it with their scales e**+-0.5 as wide and a little weight noise, and the logits
+        start at 0.79 / 0.21 for component 0 / the rest (nats: bias 2 against 0)."""
+        k = self.mixture
+        for net, plain, p in zip(self.nets, single.nets, self.plan):
+            own = net.state_dict()
+            net.load_state_dict({name: value for name, value in plain.state_dict().items() if not name.startswith("head")}
+                                | {name: own[name] for name in own if name.startswith("head")})
+            widths = self._head_widths(len(p.subimages))
+            weight, bias = plain.head.conv.weight, plain.head.conv.bias
+            starts = [0, widths[0], widths[0] + widths[1]]
+            for part, (start, width) in enumerate(zip(starts, widths)):
+                for comp in range(k):
+                    row = k * start + comp * width
+                    w = weight[start : start + width]
+                    noise = torch.randn(w.shape, generator=generator) * (0.01 * float(w.std())) if comp else 0
+                    net.head.conv.weight[row : row + width] = w + noise
+                    net.head.conv.bias[row : row + width] = bias[start : start + width]
+                    if part == 1 and comp:
+                        net.head.conv.bias[row : row + width] += 0.5 if comp % 2 else -0.5
+            if k > 1:
+                logits = k * sum(widths)
+                net.head.conv.weight[logits:] = 0
+                net.head.conv.bias[logits:] = 0
+                net.head.conv.bias[logits : logits + len(p.subimages)] = 2.0
 
     @staticmethod
     def _pixel_log_mass(pixels: torch.Tensor, codes: tuple[torch.Tensor, ...], quantized: bool) -> torch.Tensor:
@@ -187,6 +233,19 @@ def load_state(model: BitSwapVAE, state_dict: dict[str, torch.Tensor]) -> None:
         "p.0." + name[len(old) :] if name.startswith(old) and name not in own else name: value
         for name, value in state_dict.items()
     })
+
+
+def start_from(model: BitSwapVAE, path: str, generator: torch.Generator) -> None:
+    """Load the float weights ``path`` (a shipped ``models/NAME.float.safetensors``) into ``model``
+    of the same configuration, expanding one-logistic heads into a mixture's."""
+    start = load_float_model(path)
+    start.quantized = False
+    if not isinstance(model.p[0], MixturePassLikelihood):
+        model.load_state_dict(start.state_dict())
+        return
+    model.load_state_dict({name: value for name, value in start.state_dict().items() if not name.startswith("p.0.")}
+                          | {name: value for name, value in model.state_dict().items() if name.startswith("p.0.")})
+    model.p[0].adopt_single(start.p[0], generator)
 
 
 @torch.no_grad()
@@ -257,7 +316,13 @@ class Scheme:
         if self.name == "independent" and (self.width, self.blocks, self.mixture) == (config.width, config.res_blocks, 1):
             return BitSwapVAE(config)
         schedule = "|".join("".join(map(str, subimages)) for subimages in self.schedule)
-        poly = PolyphaseConfig(**dataclasses.asdict(config), schedule=schedule, context_width=self.width, context_blocks=self.blocks)
+        if isinstance(config, PolyphaseConfig):  # a trained model's (--init): the scheme must be its own
+            if (config.schedule, config.context_width, config.context_blocks) != (schedule, self.width, self.blocks):
+                raise SystemExit(f"--init: scheme {self.label} is not the trained model's {config.schedule} "
+                                 f"w{config.context_width}b{config.context_blocks}")
+            poly = config
+        else:
+            poly = PolyphaseConfig(**dataclasses.asdict(config), schedule=schedule, context_width=self.width, context_blocks=self.blocks)
         return PolyphaseBitSwapVAE(poly) if self.mixture == 1 else MixtureBitSwapVAE(poly, self.mixture)
 
 
@@ -394,7 +459,8 @@ def train_scheme(scheme: Scheme, config: ModelConfig, data: PatchSampler, val: t
     budget = args.minutes * 60.0
     step, train_s, wall_s = 0, 0.0, 0.0
     meta = {"scheme": dataclasses.asdict(scheme), "label": scheme.label, "schedule": scheme.schedule,
-            "config": json.loads(config.to_json()), "batch": args.batch, "seed": args.seed, "clock": args.clock}
+            "config": json.loads(config.to_json()), "batch": args.batch, "seed": args.seed, "clock": args.clock,
+            "init": args.init, "ema": args.ema, "warmup": args.warmup}
 
     def log(record: dict) -> None:
         with open(log_path, "a") as f:
@@ -407,14 +473,20 @@ def train_scheme(scheme: Scheme, config: ModelConfig, data: PatchSampler, val: t
             raise SystemExit(f"--resume: {ckpt_path} was written with different settings: {saved}")
         load_state(model, state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
+        saved_average = state.get("average"), int(state.get("averaged_steps", 1))
         step, train_s, wall_s = int(state["step"]), float(state["train_seconds"]), float(state["wall_seconds"])
         print(f"[{scheme.label}] resumed at step {step}, {train_s:.0f} s trained", flush=True)
     else:
+        saved_average = None, 1
         if log_path.exists():
             log_path.unlink()
-        rng, _ = step_streams(args.seed, 0, 1)  # stream 1: init batch
-        data_dependent_init(model, data.sample(256, rng))
+        if args.init:
+            start_from(model, args.init, torch.Generator().manual_seed(args.seed))
+        else:
+            rng, _ = step_streams(args.seed, 0, 1)  # stream 1: init batch
+            data_dependent_init(model, data.sample(256, rng))
 
+    average = WeightAverage(model, args.ema, *saved_average) if args.ema else None
     macs = count_macs(model)
     params = sum(p.numel() for p in model.parameters())
     lik_params = sum(p.numel() for p in model.p[0].parameters())
@@ -425,6 +497,8 @@ def train_scheme(scheme: Scheme, config: ModelConfig, data: PatchSampler, val: t
         state = {"meta": json.dumps({**meta, "minutes": args.minutes}), "config": model.config.to_json(),
                  "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "step": step, "train_seconds": train_s, "wall_seconds": wall_s}
+        if average is not None:
+            state["average"], state["averaged_steps"] = average.values, average.count
         torch.save(state, ckpt_path.with_suffix(".part"))
         os.replace(ckpt_path.with_suffix(".part"), ckpt_path)
 
@@ -432,7 +506,9 @@ def train_scheme(scheme: Scheme, config: ModelConfig, data: PatchSampler, val: t
         t0 = time.perf_counter()
         record = {"step": step, "train_seconds": round(train_s, 1), "wall_seconds": round(wall_s, 1),
                   "lr": learning_rate(int(train_s), max(1, int(budget)), args.lr, args.lr_end),
-                  "train_neg_elbo": float(np.mean(train_window)) if train_window else None, **evaluate(model, val, scheme.schedule)}
+                  "train_neg_elbo": float(np.mean(train_window)) if train_window else None}
+        with average.applied() if average is not None else contextlib.nullcontext():
+            record.update(evaluate(model, val, scheme.schedule))
         record["val_seconds"] = round(time.perf_counter() - t0, 1)
         log(record)
         save()
@@ -447,7 +523,7 @@ def train_scheme(scheme: Scheme, config: ModelConfig, data: PatchSampler, val: t
     model.train()
     while train_s < budget:
         c0, w0 = clock(), time.perf_counter()
-        lr = learning_rate(train_s, budget, args.lr, args.lr_end)
+        lr = learning_rate(train_s, budget, args.lr, args.lr_end) * min(1.0, (step + 1) / max(1, args.warmup))
         for group in optimizer.param_groups:
             group["lr"] = lr
         rng, noise_seed = step_streams(args.seed, step, 0)
@@ -458,6 +534,8 @@ def train_scheme(scheme: Scheme, config: ModelConfig, data: PatchSampler, val: t
         loss.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        if average is not None:
+            average.update()
         window.append(float(loss.neg_elbo.detach()))
         step += 1
         train_s += clock() - c0
@@ -526,6 +604,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--lr-end", type=float, default=5e-4)
     parser.add_argument("--free-bits", type=float, default=1.0)
+    parser.add_argument("--warmup", type=int, default=0, help="steps of a linear rise of the learning rate (default 0)")
+    parser.add_argument("--ema", type=float, default=0.0, help="validate a moving average of the weights of this decay "
+                                                              "(train.WeightAverage; default 0: the weights themselves)")
+    parser.add_argument("--init", help="start every scheme from these float weights (a models/NAME.float.safetensors; "
+                                       "its configuration replaces the rgb preset, and mixtures start as its one logistic)")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--datasets", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets"))
@@ -543,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     schemes = [Scheme.parse(s, args.mixture) for s in args.schemes]
-    config = PRESETS["rgb"]
+    config = load_float_model(args.init).config if args.init else PRESETS["rgb"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     train_paths, val_paths = dataset_paths(Path(args.datasets))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bitswap_plugin.architecture import ModelConfig
-from bitswap_plugin.model import BitSwapVAE
+from bitswap_plugin.model import BitSwapVAE, save_float_model
 from bitswap_plugin.polyphase import PolyphaseConfig, subimage
 from bitswap_plugin.polyphase_model import PassLikelihood, PolyphaseBitSwapVAE
 
@@ -81,9 +81,10 @@ def test_mixture_loss_is_finite(ce, schedule, conditioning):
         model.export()
 
 
-def test_one_component_is_the_plain_likelihood(ce):
+@pytest.mark.parametrize("levels", [1, 2])
+def test_one_component_is_the_plain_likelihood(ce, levels):
     torch.manual_seed(0)
-    config = poly_config()
+    config = poly_config("0|1|2|3" if levels > 1 else "03|12", levels=levels)
     plain, mixture = PassLikelihood(config), ce.MixturePassLikelihood(config, 1)
     x, z1 = patches(2), latents()
     plain.calibrate(z1, x)
@@ -118,6 +119,39 @@ def test_components_and_logits_layout(ce):
                     blocks = [h[b] for b in range(3) for h in heads]  # means A, B, log-scales A, B, coefficients A, B
                     getattr(mixture.nets[j].head.conv, name).copy_(torch.cat(blocks + [logits]))
         assert torch.allclose(mixture.recon_bits(z1, x, False), bits[pick], rtol=1e-5)
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_a_mixture_adopting_one_logistic_starts_as_it(ce, tmp_path, levels):
+    """``adopt_single`` makes every component a copy of the trained head (the others a little
+    perturbed, their scales e**+-0.5 as wide): with the logits pinned to component 0 the mixture is
+    the plain likelihood, and ``start_from`` loads a float weights file into either model."""
+    torch.manual_seed(0)
+    config = poly_config("0|1|2|3", levels=levels)
+    trained = PolyphaseBitSwapVAE(config)
+    x = patches(2)
+    ce.data_dependent_init(trained, x)
+    with torch.no_grad():  # broad distributions, so that no component's tail dominates where its weight is ~0
+        for net in trained.p[0].nets:
+            net.head.conv.weight.mul_(0.01)
+    path = tmp_path / "trained.float.safetensors"
+    save_float_model(trained, path)
+    plain, mixture = PolyphaseBitSwapVAE(config), ce.MixtureBitSwapVAE(config, 3)
+    for model in (plain, mixture):
+        ce.start_from(model, str(path), torch.Generator().manual_seed(0))
+    weights = {k: v for k, v in trained.state_dict().items() if isinstance(v, torch.Tensor)}
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in weights.items())
+    assert all(torch.equal(v, mixture.state_dict()[k]) for k, v in weights.items() if not k.startswith("p.0."))
+    z1 = latents()
+    with torch.no_grad():
+        reference = trained.p[0].recon_bits(z1, x, False)
+        started = mixture.p[0].recon_bits(z1, x, False)
+        assert not torch.allclose(started, reference, rtol=1e-4)  # the other components weigh in
+        for net, p in zip(mixture.p[0].nets, mixture.p[0].plan):
+            logits = 3 * sum(mixture.p[0]._head_widths(len(p.subimages)))
+            net.head.conv.bias[logits : logits + len(p.subimages)] = 100.0  # clamped to LOGIT_MAX: component 0 alone
+        pinned = mixture.p[0].recon_bits(z1, x, False)
+    assert torch.allclose(pinned, reference, rtol=1e-3)
 
 
 def test_mixture_pass_sees_earlier_passes_only(ce):
