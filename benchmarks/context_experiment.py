@@ -192,6 +192,8 @@ class MixturePassLikelihood(PassLikelihood):
             weight, bias = plain.head.conv.weight, plain.head.conv.bias
             starts = [0, widths[0], widths[0] + widths[1]]
             for part, (start, width) in enumerate(zip(starts, widths)):
+                if not width:
+                    continue
                 for comp in range(k):
                     row = k * start + comp * width
                     w = weight[start : start + width]

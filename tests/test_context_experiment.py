@@ -121,13 +121,13 @@ def test_components_and_logits_layout(ce):
         assert torch.allclose(mixture.recon_bits(z1, x, False), bits[pick], rtol=1e-5)
 
 
-@pytest.mark.parametrize("levels", [1, 2])
-def test_a_mixture_adopting_one_logistic_starts_as_it(ce, tmp_path, levels):
+@pytest.mark.parametrize("levels, conditioning", [(1, True), (2, False)])
+def test_a_mixture_adopting_one_logistic_starts_as_it(ce, tmp_path, levels, conditioning):
     """``adopt_single`` makes every component a copy of the trained head (the others a little
     perturbed, their scales e**+-0.5 as wide): with the logits pinned to component 0 the mixture is
     the plain likelihood, and ``start_from`` loads a float weights file into either model."""
     torch.manual_seed(0)
-    config = poly_config("0|1|2|3", levels=levels)
+    config = poly_config("0|1|2|3", levels=levels, channel_conditioning=conditioning)
     trained = PolyphaseBitSwapVAE(config)
     x = patches(2)
     ce.data_dependent_init(trained, x)
