@@ -31,8 +31,8 @@ import torch
 from PIL import Image
 
 from bitswap_plugin import zoo
-from bitswap_plugin.coders import fit_adjustments
-from bitswap_plugin.distributions import TOTAL, DiscretizedLogistic
+from bitswap_plugin.coders import fit_adjustments, posterior_sample
+from bitswap_plugin.distributions import DiscretizedLogistic
 from bitswap_plugin.fixedpoint import CODE_LENGTH_FRAC, code_length
 from bitswap_plugin.patches import PATCH, PatchGrid
 from bitswap_plugin.polyphase import pass_plan
@@ -46,9 +46,7 @@ def patch_lengths(model, x: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, 
     """Bits per patch of patches ``x`` with each extra offset, (offsets, patches), in all and per
     polyphase level, under the per-file adjustments ``compress`` would fit to them."""
     adjustments = fit_adjustments(model, x, torch.Generator().manual_seed(seed))[-1][0]
-    posterior = model.posterior(0, x)
-    cf = torch.randint(0, TOTAL, (len(posterior),), generator=torch.Generator().manual_seed(seed))
-    z1 = posterior.locate(cf)[0].view(model.config.latent_shape(x.shape[0]))
+    z1 = posterior_sample(model, x, torch.Generator().manual_seed(seed))
     depths = [p.depth for p in pass_plan(model.config) for _ in p.subimages for _ in range(model.config.channels)]
     total = torch.zeros(len(EXTRA_OFFSETS), x.shape[0], dtype=torch.float64)
     by_level: dict[int, torch.Tensor] = {}
@@ -85,9 +83,8 @@ def main() -> None:
         plane = torch.from_numpy(np.ascontiguousarray(pixels[:h, :w].transpose(2, 0, 1)))
         grid = PatchGrid(h, w)
         total, by_level = patch_lengths(model, grid.extract(plane, 0, len(grid)))
-        unchanged = EXTRA_OFFSETS.index(0)
         sums["subpixels"] += plane.numel()
-        sums["per_file"] += float(total[unchanged].sum())
+        sums["per_file"] += float(total[EXTRA_OFFSETS.index(0)].sum())
         sums["per_patch"] += float(total.min(0).values.sum()) + len(grid) * side
         sums["per_patch_and_level"] += float(sum(v.min(0).values for v in by_level.values()).sum()) + len(grid) * len(by_level) * side
     result = {"model": args.model, "photos": len(photos), "extra_offsets": EXTRA_OFFSETS, "side_bits_per_choice": side,

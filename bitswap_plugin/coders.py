@@ -480,6 +480,14 @@ BLEND_CANDIDATES = tuple(blend_code(level, weight) for level in (2, 3, 4, 5, 9) 
 quarter, half, three quarters or all of the way to the neighbours' average."""
 
 
+def posterior_sample(model: IntegerVAE, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One z1 ~ q(z1 | x) for patches ``x``, its uniform draws taken from ``generator`` on the CPU
+    (so every device draws the same)."""
+    posterior = model.posterior(0, x)
+    cf = torch.randint(0, TOTAL, (len(posterior),), generator=generator).to(x.device)
+    return posterior.locate(cf)[0].view(model.config.latent_shape(x.shape[0]))
+
+
 @torch.no_grad()
 def fit_adjustments(model: IntegerVAE, x: torch.Tensor, generator: torch.Generator) -> list[tuple[StepAdjustments, float]]:
     """The step adjustments that code the patches ``x`` (int64, N x C x 32 x 32) in the fewest
@@ -496,10 +504,7 @@ def fit_adjustments(model: IntegerVAE, x: torch.Tensor, generator: torch.Generat
     (:func:`~.fixedpoint.code_length`) and the sample is drawn from ``generator`` on the CPU, so
     every device and thread count finds the same adjustments.
     """
-    posterior = model.posterior(0, x)
-    cf = torch.randint(0, TOTAL, (len(posterior),), generator=generator).to(x.device)
-    z1 = posterior.locate(cf)[0].view(model.config.latent_shape(x.shape[0]))
-    likelihood = model.likelihood(z1)
+    likelihood = model.likelihood(posterior_sample(model, x, generator))
     parts = list(likelihood.predicted_steps(x) if model.pixel_context else ((i, f, None) for i, f in likelihood.steps(x)))
     sizes = torch.tensor([len(family) for _, family, _ in parts], device=x.device)
     step_of = torch.repeat_interleave(torch.arange(len(parts), device=x.device), sizes)
