@@ -14,18 +14,18 @@ single-thread training time. The models are the package's:
 
 the last two are architecture ``bitswap-polyphase``:
 ``polyphase_model.PolyphaseBitSwapVAE(PolyphaseConfig(schedule=...,
-context_width=..., context_blocks=...))`` on the rgb preset. What this script
-adds is ``--mixture K`` (:class:`MixturePassLikelihood`: K discretized
-logistics per pixel, PixelCNN++/L3C style, the mixture over whole RGB pixels
-with channel conditioning per component, on every pass at any number of
-polyphase levels; float training only, no integer export) and the
-experiment harness.
+context_width=..., context_blocks=..., mixture=...))`` on the rgb preset
+(``mixture`` K: K discretized logistics per pixel, PixelCNN++/L3C style, the
+mixture over whole RGB pixels with channel conditioning per component). What
+this script adds is the experiment harness.
 
 ``--init models/NAME.float.safetensors`` starts every scheme from a trained
 model instead (its configuration replaces the rgb preset; the schemes must
 be its schedule and pass network size). A mixture then starts as that
-model's one logistic (:meth:`MixturePassLikelihood.adopt_single`), so the
+model's one logistic (:meth:`PassLikelihood.adopt_single`), so the
 schemes compare what fine-tuning from the same weights buys at equal time.
+Each validation also writes the averaged weights as
+``<label>/<label>.float.safetensors``, which ``bitswap train --init`` continues.
 ``--warmup`` and ``--ema`` work as in ``bitswap train``.
 
 Training (per scheme, same data stream, same seed): random 32x32 crops
@@ -94,20 +94,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from bitswap_plugin.architecture import COEF_FRAC, CONDITIONING_COEFS, PIXEL_BINS, ModelConfig, conditioned_mean, split_head
-from bitswap_plugin.model import LN2, BitSwapVAE, Net, codes_to_bins, discretized_logistic_log_mass, load_float_model
+from bitswap_plugin.architecture import PIXEL_BINS, ModelConfig, conditioned_mean
+from bitswap_plugin.model import LN2, BitSwapVAE, codes_to_bins, discretized_logistic_log_mass, load_float_model, save_float_model
 from bitswap_plugin.patches import PATCH
-from bitswap_plugin.polyphase import SUBIMAGES, PolyphaseConfig, pass_specs, split_pass, subimage
+from bitswap_plugin.polyphase import SUBIMAGES, PolyphaseConfig, subimage
 from bitswap_plugin.polyphase_model import PassLikelihood, PolyphaseBitSwapVAE
 from bitswap_plugin.train import PRESETS, PatchSampler, WeightAverage, data_dependent_init, learning_rate
 
 SUBIMAGE_NAMES = "ABCD"
 """Polyphase subimage s = 2i + j holds pixels (2y + i, 2x + j): A=(0,0), B=(0,1), C=(1,0), D=(1,1)."""
-LOGIT_MAX = 8.0
-"""Mixture logits (raw head units) are clamped to [-8, 8]."""
 
 SCHEDULES = {
     "independent": [[0, 1, 2, 3]],
@@ -115,116 +112,6 @@ SCHEDULES = {
     "polyphase": [[0], [1], [2], [3]],
 }
 DEFAULT_WIDTH = {"independent": (64, 2), "checkerboard": (64, 2), "polyphase": (48, 2)}
-
-
-# ----------------------------------------------------------------------------
-# Model: the package's, plus a mixture likelihood
-
-
-class MixturePassLikelihood(PassLikelihood):
-    """:class:`PassLikelihood` with K discretized logistics per pixel.
-
-    Each pass's head is K copies of the plain head's blocks: means
-    ``(k*C + c)*m + i`` and log-scales the same (after the means), conditioning
-    coefficients ``(k*3 + j)*m + i``, then K*m mixture logits ``k*m + i``
-    (raw head units, clamped to :data:`LOGIT_MAX`), for the m subimages of
-    the pass. A pixel's probability is the logit-weighted sum over components
-    of the component's probability of the whole pixel (its channels
-    conditioned as in the plain likelihood). With K = 1 it is the plain
-    likelihood.
-    """
-
-    def __init__(self, config: PolyphaseConfig, mixture: int) -> None:
-        super().__init__(config)
-        if mixture < 1:
-            raise ValueError("mixture must be >= 1")
-        self.mixture = mixture
-        self.nets = nn.ModuleList(
-            Net(spec._replace(out_channels=spec.out_channels * mixture,
-                              coef_channels=(spec.coef_channels + (len(p.subimages) if mixture > 1 else 0)) * mixture),
-                config.context_width, config.context_blocks)
-            for spec, p in zip(pass_specs(config), self.plan)
-        )
-
-    def _head_widths(self, m: int) -> tuple[int, int, int]:
-        """Head channels of one component for a pass of ``m`` subimages: means, log-scales, coefficients."""
-        channels = self.config.channels
-        return channels * m, channels * m, CONDITIONING_COEFS * m if self.config.channel_conditioning else 0
-
-    def recon_bits(self, z1: torch.Tensor, x: torch.Tensor, quantized: bool) -> torch.Tensor:
-        """-log2 p(x | z1) of each top-level subimage, summed over the batch: (4,) (as
-        :meth:`PassLikelihood.recon_bits`: the bits of A's own subimages count for A)."""
-        k, channels = self.mixture, self.config.channels
-        bits = [torch.zeros((), device=x.device) for _ in range(SUBIMAGES)]
-        for net, inp, p in zip(self.nets, self._inputs(z1, x), self.plan):
-            m = len(p.subimages)
-            # the head's raw output: split_head would clamp the logits to the coefficients' range
-            raw = net._forward_quantized(inp) if quantized else net._forward_float(inp)
-            blocks = split_head(raw, net.spec)
-            widths = self._head_widths(m)
-            log_p = []
-            for comp in range(k):
-                codes = tuple(t[:, comp * w : (comp + 1) * w] for t, w in zip(blocks, widths) if w)
-                log_p.append(torch.stack([
-                    self._pixel_log_mass(subimage(x, s, p.depth).float(), part, quantized)
-                    for s, part in zip(p.subimages, split_pass(codes, m, channels))
-                ], 1))
-            log_p = torch.stack(log_p, 1)  # (N, K, m, h, w)
-            if k > 1:
-                logits = (raw[:, k * sum(widths) :] / (1 << COEF_FRAC)).clamp(-LOGIT_MAX, LOGIT_MAX)
-                log_p = log_p + F.log_softmax(logits.unflatten(1, (k, m)), 1)
-            for s, lp in zip(p.subimages, torch.logsumexp(log_p, 1).unbind(1)):
-                top = 0 if p.depth else s
-                bits[top] = bits[top] - lp.sum() / LN2
-        return torch.stack(bits)
-
-    @torch.no_grad()
-    def adopt_single(self, single: PassLikelihood, generator: torch.Generator) -> None:
-        """Start from a trained one-logistic likelihood: component 0 is its head; the others
-        copy it with their scales e**+-0.5 as wide and a little weight noise, and the logits
-        start at 0.79 / 0.21 for component 0 / the rest (nats: bias 2 against 0)."""
-        k = self.mixture
-        for net, plain, p in zip(self.nets, single.nets, self.plan):
-            own = net.state_dict()
-            net.load_state_dict({name: value for name, value in plain.state_dict().items() if not name.startswith("head")}
-                                | {name: own[name] for name in own if name.startswith("head")})
-            widths = self._head_widths(len(p.subimages))
-            weight, bias = plain.head.conv.weight, plain.head.conv.bias
-            starts = [0, widths[0], widths[0] + widths[1]]
-            for part, (start, width) in enumerate(zip(starts, widths)):
-                if not width:
-                    continue
-                for comp in range(k):
-                    row = k * start + comp * width
-                    w = weight[start : start + width]
-                    noise = torch.randn(w.shape, generator=generator) * (0.01 * float(w.std())) if comp else 0
-                    net.head.conv.weight[row : row + width] = w + noise
-                    net.head.conv.bias[row : row + width] = bias[start : start + width]
-                    if part == 1 and comp:
-                        net.head.conv.bias[row : row + width] += 0.5 if comp % 2 else -0.5
-            if k > 1:
-                logits = k * sum(widths)
-                net.head.conv.weight[logits:] = 0
-                net.head.conv.bias[logits:] = 0
-                net.head.conv.bias[logits : logits + len(p.subimages)] = 2.0
-
-    @staticmethod
-    def _pixel_log_mass(pixels: torch.Tensor, codes: tuple[torch.Tensor, ...], quantized: bool) -> torch.Tensor:
-        """log p (nats) of each pixel (all its channels) of a subimage under one component, (N, h, w)."""
-        mean, log_scale, *coefs = codes
-        mean = conditioned_mean(mean, coefs[0] if coefs else None, pixels, exact=quantized)
-        return discretized_logistic_log_mass(pixels, *codes_to_bins(mean, log_scale), PIXEL_BINS).sum(1)
-
-
-class MixtureBitSwapVAE(PolyphaseBitSwapVAE):
-    """:class:`PolyphaseBitSwapVAE` whose p(x | z1) is a :class:`MixturePassLikelihood`."""
-
-    def __init__(self, config: PolyphaseConfig, mixture: int) -> None:
-        super().__init__(config)
-        self.p[0] = MixturePassLikelihood(config, mixture)
-
-    def export(self) -> None:
-        raise NotImplementedError("the integer model has no mixture likelihood")
 
 
 def load_state(model: BitSwapVAE, state_dict: dict[str, torch.Tensor]) -> None:
@@ -237,17 +124,12 @@ def load_state(model: BitSwapVAE, state_dict: dict[str, torch.Tensor]) -> None:
     })
 
 
-def start_from(model: BitSwapVAE, path: str, generator: torch.Generator) -> None:
+def start_from(model: BitSwapVAE, path: str) -> None:
     """Load the float weights ``path`` (a shipped ``models/NAME.float.safetensors``) into ``model``
-    of the same configuration, expanding one-logistic heads into a mixture's."""
-    start = load_float_model(path)
-    start.quantized = False
-    if not isinstance(model.p[0], MixturePassLikelihood):
-        model.load_state_dict(start.state_dict())
-        return
-    model.load_state_dict({name: value for name, value in start.state_dict().items() if not name.startswith("p.0.")}
-                          | {name: value for name, value in model.state_dict().items() if name.startswith("p.0.")})
-    model.p[0].adopt_single(start.p[0], generator)
+    of the same configuration, a mixture growing from one logistic (``BitSwapVAE.adopt``)."""
+    fresh = model.adopt(load_float_model(path))
+    if fresh:
+        raise SystemExit(f"--init: {path} has no weights for {fresh}")
 
 
 @torch.no_grad()
@@ -325,7 +207,7 @@ class Scheme:
             poly = config
         else:
             poly = PolyphaseConfig(**dataclasses.asdict(config), schedule=schedule, context_width=self.width, context_blocks=self.blocks)
-        return PolyphaseBitSwapVAE(poly) if self.mixture == 1 else MixtureBitSwapVAE(poly, self.mixture)
+        return PolyphaseBitSwapVAE(dataclasses.replace(poly, mixture=self.mixture))
 
 
 # ----------------------------------------------------------------------------
@@ -483,7 +365,7 @@ def train_scheme(scheme: Scheme, config: ModelConfig, data: PatchSampler, val: t
         if log_path.exists():
             log_path.unlink()
         if args.init:
-            start_from(model, args.init, torch.Generator().manual_seed(args.seed))
+            start_from(model, args.init)
         else:
             rng, _ = step_streams(args.seed, 0, 1)  # stream 1: init batch
             data_dependent_init(model, data.sample(256, rng))
@@ -511,6 +393,7 @@ def train_scheme(scheme: Scheme, config: ModelConfig, data: PatchSampler, val: t
                   "train_neg_elbo": float(np.mean(train_window)) if train_window else None}
         with average.applied() if average is not None else contextlib.nullcontext():
             record.update(evaluate(model, val, scheme.schedule))
+            save_float_model(model, out / f"{scheme.label}.float.safetensors")
         record["val_seconds"] = round(time.perf_counter() - t0, 1)
         log(record)
         save()

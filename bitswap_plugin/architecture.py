@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from .distributions import DiscretizedLogistic, SharedLogistic
 from .errors import BitSwapError
 from .fileformat import PATCH
-from .fixedpoint import LOG_SCALE_FRAC, LOG_SCALE_MAX, LOG_SCALE_MIN, MEAN_FRAC
+from .fixedpoint import LOG_SCALE_FRAC, LOG_SCALE_MAX, LOG_SCALE_MIN, LOGIT_MAX, MEAN_FRAC
 
 ARCHITECTURE = "bitswap-vae"
 """The id model files of this architecture carry (files without one are this architecture)."""
@@ -195,6 +195,8 @@ class NetSpec(NamedTuple):
     pixel_output: bool
     coef_channels: int = 0
     """Extra head outputs: channel-conditioning coefficients (squeezed) of p(x|z1)."""
+    logit_channels: int = 0
+    """Extra head outputs after the coefficients: mixture logits (codes of :data:`~.fixedpoint.LOGIT_FRAC`)."""
     head_in_max: int = ACT_MAX
     """Largest activation the head reads (``2**head_input_bits - 1``): its weights are budgeted for
     8-bit inputs, and wider ones are convolved in 8-bit digits (:func:`~bitswap_plugin.fixedpoint.exact_conv2d`)."""
@@ -235,13 +237,15 @@ def straight_through(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
 
 
 def split_head(codes: torch.Tensor, spec: NetSpec) -> tuple[torch.Tensor, ...]:
-    """Head output -> clamped (mean, log-scale[, coefficients]) codes, at pixel resolution for p(x|z1)."""
-    n = spec.out_channels
+    """Head output -> clamped (mean, log-scale[, coefficients][, logits]) codes, at pixel resolution for p(x|z1)."""
+    n, coefs = spec.out_channels, 2 * spec.out_channels + spec.coef_channels
     mean = codes[:, :n].clamp(*mean_code_range(spec.num_bins))
     log_scale = codes[:, n : 2 * n].clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
     parts = [mean, log_scale]
     if spec.coef_channels:
-        parts.append(codes[:, 2 * n :].clamp(-COEF_MAX, COEF_MAX))
+        parts.append(codes[:, 2 * n : coefs].clamp(-COEF_MAX, COEF_MAX))
+    if spec.logit_channels:
+        parts.append(codes[:, coefs:].clamp(-LOGIT_MAX, LOGIT_MAX))
     if spec.pixel_output:
         parts = [F.pixel_shuffle(t, SQUEEZE) for t in parts]
     return tuple(parts)

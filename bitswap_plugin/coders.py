@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from .ans import AnsCoder
-from .distributions import TOTAL, DiscretizedLogistic, EntropyModel
+from .distributions import TOTAL, DiscretizedLogistic, DiscretizedMixture, EntropyModel
 from .errors import CorruptFileError
 from .fileformat import PATCH, SCALE_OFFSET_RANGE, VERSION, StreamPlan, Version, blend_code, smooth_blend
 from .fixedpoint import CODE_LENGTH_FRAC, code_length
@@ -509,13 +509,15 @@ def fit_adjustments(model: IntegerVAE, x: torch.Tensor, generator: torch.Generat
     sizes = torch.tensor([len(family) for _, family, _ in parts], device=x.device)
     step_of = torch.repeat_interleave(torch.arange(len(parts), device=x.device), sizes)
     predictions = [_no_prediction(len(family), x.device) if prediction is None else prediction for _, family, prediction in parts]
+    mixture = isinstance(parts[0][1], DiscretizedMixture)
     steps = _JointSteps(
         step_of,
-        torch.cat([family.mean for _, family, _ in parts]),
-        torch.cat([family.log_scale for _, family, _ in parts]),
+        torch.cat([family.mean for _, family, _ in parts], -1),
+        torch.cat([family.log_scale for _, family, _ in parts], -1),
         torch.cat([x[index].reshape(-1) for index, _, _ in parts]),
         parts[0][1].num_bins,
         (torch.cat([target for target, _ in predictions]), torch.cat([spread for _, spread in predictions])),
+        torch.cat([family.weights for _, family, _ in parts], -1) if mixture else None,
     )
     none = torch.zeros(len(parts), dtype=torch.int64, device=x.device)
     unadjusted = steps.lengths(none, steps.mean)
@@ -532,7 +534,8 @@ def fit_adjustments(model: IntegerVAE, x: torch.Tensor, generator: torch.Generat
 @dataclass
 class _JointSteps:
     """All steps of a likelihood as one family: each symbol's step, mean and log-scale codes, and
-    (for the smooth-area blends) its neighbour prediction, in steps that have one."""
+    (for the smooth-area blends) its neighbour prediction, in steps that have one. A mixture's
+    codes are (K, symbols), with its weights; adjustments move its components, not its weights."""
 
     step_of: torch.Tensor
     mean: torch.Tensor
@@ -540,10 +543,17 @@ class _JointSteps:
     symbols: torch.Tensor
     num_bins: int
     prediction: tuple[torch.Tensor, torch.Tensor]
+    weights: torch.Tensor | None = None
+
+    def family(self, mean: torch.Tensor, log_scale: torch.Tensor, which: torch.Tensor | None = None) -> EntropyModel:
+        """The entropy model of the symbols ``which`` (default all) with these codes."""
+        if self.weights is None:
+            return DiscretizedLogistic(mean, log_scale, self.num_bins)
+        return DiscretizedMixture(mean, log_scale, self.weights if which is None else self.weights[:, which], self.num_bins)
 
     def lengths(self, offsets: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
         """The exact code length of each step's symbols with these means, each step rescaled by its offset."""
-        family = DiscretizedLogistic(mean, self.log_scale + offsets[self.step_of], self.num_bins)
+        family = self.family(mean, self.log_scale + offsets[self.step_of])
         return torch.zeros_like(offsets).index_add_(0, self.step_of, code_length(family.ranges(self.symbols)[1]))
 
     def descend(self, best: torch.Tensor, mean: torch.Tensor, length: torch.Tensor, moves: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -568,13 +578,13 @@ class _JointSteps:
         (0, no blend, unless one is shorter than ``length``, the steps' unblended lengths). A
         candidate is measured on the symbols it moves only."""
         scaled = self.log_scale + offsets[self.step_of]
-        unblended = code_length(DiscretizedLogistic(self.mean, scaled, self.num_bins).ranges(self.symbols)[1])
+        unblended = code_length(self.family(self.mean, scaled).ranges(self.symbols)[1])
         blends, best = [0] * len(length), length
         for code in BLEND_CANDIDATES:
             threshold, weight = smooth_blend(code)
             moved = (self.prediction[1] <= threshold).nonzero()[:, 0]
-            mean = blend_means(self.mean[moved], (self.prediction[0][moved], self.prediction[1][moved]), threshold, weight)
-            lengths = code_length(DiscretizedLogistic(mean, scaled[moved], self.num_bins).ranges(self.symbols[moved])[1])
+            mean = blend_means(self.mean[..., moved], (self.prediction[0][moved], self.prediction[1][moved]), threshold, weight)
+            lengths = code_length(self.family(mean, scaled[..., moved], moved).ranges(self.symbols[moved])[1])
             step_of = self.step_of[moved]
             trial = length.index_add(0, step_of, lengths).index_add_(0, step_of, unblended[moved], alpha=-1)
             for k in (trial < best).nonzero()[:, 0].tolist():

@@ -46,6 +46,13 @@ SIGMOID_STEP_BITS = 6
 T_FRAC = MEAN_FRAC + INV_SCALE_FRAC
 """Fractional bits of the standardized position t = (edge - mean) / scale."""
 
+LOGIT_FRAC = 8
+"""Mixture logits are codes of nats with this many fractional bits."""
+LOGIT_MAX = 8 << LOGIT_FRAC
+"""Mixture logit codes are clamped to [-LOGIT_MAX, LOGIT_MAX] (weights down to e**-16 of the largest)."""
+MIXTURE_WEIGHT_BITS = 16
+"""A symbol's mixture weights are integers that sum to ``2**MIXTURE_WEIGHT_BITS``."""
+
 FLOAT32_EXACT_LIMIT = 1 << 24
 FLOAT64_EXACT_LIMIT = 1 << 53
 
@@ -74,6 +81,15 @@ def _inv_scale_table() -> tuple[int, ...]:
             int(((-decimal.Decimal(code) / frac).exp() * (1 << INV_SCALE_FRAC)).to_integral_value())
             for code in range(LOG_SCALE_MIN, LOG_SCALE_MAX + 1)
         )
+
+
+@functools.lru_cache(maxsize=None)
+def _exp_table() -> tuple[int, ...]:
+    """exp(-d / 2**LOGIT_FRAC) << MIXTURE_WEIGHT_BITS for logit differences d = 0 .. 2 * LOGIT_MAX, rounded."""
+    with decimal.localcontext(_decimal_context()):
+        frac = decimal.Decimal(1 << LOGIT_FRAC)
+        return tuple(int(((-decimal.Decimal(d) / frac).exp() * (1 << MIXTURE_WEIGHT_BITS)).to_integral_value())
+                     for d in range(2 * LOGIT_MAX + 1))
 
 
 CODE_LENGTH_FRAC = 16
@@ -115,7 +131,7 @@ def _table(name: str, device: torch.device) -> torch.Tensor:
     key = (name, torch.device(device))
     table = _TABLES.get(key)
     if table is None:
-        values = {"sigmoid": _sigmoid_segments, "inv_scale": _inv_scale_table, "log2": _log2_table}[name]()
+        values = {"sigmoid": _sigmoid_segments, "inv_scale": _inv_scale_table, "log2": _log2_table, "exp": _exp_table}[name]()
         table = torch.tensor(values, dtype=torch.int64, device=device)
         with _TABLES_LOCK:
             table = _TABLES.setdefault(key, table)
@@ -126,6 +142,22 @@ def inverse_scale(log_scale: torch.Tensor) -> torch.Tensor:
     """exp(-log_scale) with :data:`INV_SCALE_FRAC` fractional bits, for clamped log-scale codes."""
     table = _table("inv_scale", log_scale.device)
     return table[log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX) - LOG_SCALE_MIN]
+
+
+def mixture_weights(logits: torch.Tensor) -> torch.Tensor:
+    """Integer weights proportional to exp(logit) along dim 0 (components), summing to
+    ``2**MIXTURE_WEIGHT_BITS`` per symbol, for logit codes (:data:`LOGIT_FRAC`; clamped first)."""
+    logits = logits.clamp(-LOGIT_MAX, LOGIT_MAX)
+    return normalised_weights(_table("exp", logits.device)[logits.amax(0) - logits])
+
+
+def normalised_weights(weights: torch.Tensor) -> torch.Tensor:
+    """Non-negative integer weights (components along dim 0, a positive sum below ``2**46`` per
+    symbol) rescaled to sum to ``2**MIXTURE_WEIGHT_BITS``: each floored, the remainder (less than the
+    number of components) to component 0. Exact integer division, the same on every device."""
+    scaled = torch.div(weights << MIXTURE_WEIGHT_BITS, weights.sum(0), rounding_mode="floor")
+    scaled[0] += (1 << MIXTURE_WEIGHT_BITS) - scaled.sum(0)
+    return scaled
 
 
 def code_length(freq: torch.Tensor) -> torch.Tensor:

@@ -220,7 +220,7 @@ class IntegerNet:
             for j in range(blocks)
         ]
         act_head = Requantizer.from_tensors(tensors, f"{prefix}.act_head", 1)
-        head_shape = (2 * spec.out_channels + spec.coef_channels, w, 3, 3)
+        head_shape = (2 * spec.out_channels + spec.coef_channels + spec.logit_channels, w, 3, 3)
         head = IntegerConv.from_tensors(tensors, f"{prefix}.head", head_shape, spec.head_in_max)
         return cls(spec, conv_in, blocks, act_head, head)
 

@@ -51,7 +51,7 @@ from .architecture import (
     top_prior_codes,
 )
 from .errors import BitSwapError
-from .fixedpoint import FLOAT32_EXACT_LIMIT, LOG_SCALE_FRAC, MEAN_FRAC, by_digits
+from .fixedpoint import FLOAT32_EXACT_LIMIT, LOG_SCALE_FRAC, LOGIT_FRAC, MEAN_FRAC, by_digits
 from .integer_model import IntegerBlock, IntegerConv, IntegerNet, IntegerVAE, Requantizer, safetensors_bytes
 
 WEIGHT_MAX = 2047
@@ -220,13 +220,14 @@ class Net(nn.Module):
         self.spec = spec
         self.conv_in = QConv(spec.in_channels, width, spec.first_kernel, spec.in_max)
         self.blocks = nn.ModuleList(ResBlock(width) for _ in range(res_blocks))
-        n, m = spec.out_channels, spec.coef_channels
+        n, m = spec.out_channels, spec.coef_channels + spec.logit_channels
         self.head = QConv(width, 2 * n + m, 3, ACT_MAX)
         nn.init.zeros_(self.head.conv.bias)
         # Raw log-scale 0 means scale e**-2 value units.
         ls_offset = (math.log(spec.bins_per_unit) - 2.0) * (1 << LOG_SCALE_FRAC)
         centre = (spec.num_bins - 1) / 2 * (1 << MEAN_FRAC)
-        gain = [spec.bins_per_unit * (1 << MEAN_FRAC)] * n + [float(1 << LOG_SCALE_FRAC)] * n + [float(1 << COEF_FRAC)] * m
+        gain = [spec.bins_per_unit * (1 << MEAN_FRAC)] * n + [float(1 << LOG_SCALE_FRAC)] * n + [float(1 << COEF_FRAC)] * spec.coef_channels
+        gain += [float(1 << LOGIT_FRAC)] * spec.logit_channels
         self.register_buffer("head_gain", torch.tensor(gain, dtype=torch.float64))
         self.register_buffer("head_offset", torch.tensor([centre] * n + [ls_offset] * n + [0.0] * m, dtype=torch.float64))
         self.register_buffer("residual_step", torch.ones((), dtype=torch.float64))

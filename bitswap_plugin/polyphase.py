@@ -18,6 +18,14 @@ squeezed (space-to-depth) to their 8x8 size, and so on down, so only a
 Passes are named by their place in that tree: ``pass.j`` at the top,
 ``pass.0.j`` inside A, ``pass.0.0.j`` inside A's A.
 
+With ``mixture`` K > 1 each pixel is a mixture of K components, each a
+logistic per channel conditioned as above (PixelCNN++ and L3C style): a pass
+head gives K blocks of (mean, log-scale, coefficients) and K logits per
+pixel. Channels are still decoded one at a time, each under the mixture
+whose weights are the logits' softmax times what each component gave the
+pixel's channels decoded before (exact integers:
+:meth:`~.distributions.DiscretizedMixture.posterior_weights`).
+
 Pad pixels of border patches (which cost nothing) enter the context as 0,
 in the encoder and the decoder alike.
 """
@@ -43,10 +51,10 @@ from .architecture import (
     head_in_max,
     latents_to_input,
 )
-from .distributions import DiscretizedLogistic
+from .distributions import DiscretizedLogistic, DiscretizedMixture
 from .errors import BitSwapError, CorruptFileError
 from .fileformat import BLEND_WEIGHT_BITS, smooth_blend
-from .fixedpoint import MEAN_FRAC
+from .fixedpoint import MEAN_FRAC, mixture_weights
 from .integer_model import IntegerVAE, batched
 
 ARCHITECTURE = "bitswap-polyphase"
@@ -55,6 +63,7 @@ PIXEL_CONTEXT_GAIN = 4
 SUBIMAGES = SQUEEZE**2
 MAX_LEVELS = 4
 """A's subimages at level 4 are 2x2 pixels of a 32x32 patch."""
+MAX_MIXTURE = 16
 
 
 @dataclass(frozen=True)
@@ -67,9 +76,11 @@ class PolyphaseConfig(ModelConfig):
     context_blocks: int = 2
     levels: int = 1
     """Polyphase levels: above 1, subimage A is decoded as its own subimages (module docstring)."""
+    mixture: int = 1
+    """Logistic components per pixel (module docstring)."""
 
-    omitted_at_default: ClassVar[tuple[str, ...]] = ModelConfig.omitted_at_default + ("levels",)
-    growable: ClassVar[tuple[str, ...]] = ModelConfig.growable + ("levels",)
+    omitted_at_default: ClassVar[tuple[str, ...]] = ModelConfig.omitted_at_default + ("levels", "mixture")
+    growable: ClassVar[tuple[str, ...]] = ModelConfig.growable + ("levels", "mixture")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -82,6 +93,8 @@ class PolyphaseConfig(ModelConfig):
         if not 1 <= self.levels <= MAX_LEVELS or (self.levels > 1 and passes[0] != "0"):
             raise BitSwapError(f"invalid model config field levels={self.levels!r}: 1 to {MAX_LEVELS}, and above 1 "
                                "the schedule's first pass must be subimage A alone (e.g. '0|1|2|3')")
+        if not 1 <= self.mixture <= MAX_MIXTURE:
+            raise BitSwapError(f"invalid model config field mixture={self.mixture!r}: 1 to {MAX_MIXTURE}")
 
     @property
     def passes(self) -> tuple[tuple[int, ...], ...]:
@@ -122,18 +135,21 @@ def pass_plan(config: PolyphaseConfig) -> list[Pass]:
 def pass_specs(config: PolyphaseConfig) -> list[NetSpec]:
     """The network of each pass of :func:`pass_plan`: z1 (squeezed to the pass's level) and the
     level's earlier subimages in, (mean, log-scale) codes of each subpixel of the pass's subimages
-    out (plus the channel-conditioning coefficients)."""
+    out (plus the channel-conditioning coefficients), for each mixture component (plus the
+    mixture's logits)."""
+    k = config.mixture
     return [
         NetSpec(
             in_channels=config.latent_channels * SUBIMAGES**p.depth + config.channels * len(p.earlier),
-            out_channels=config.channels * len(p.subimages),
+            out_channels=config.channels * len(p.subimages) * k,
             in_max=config.latent_bins - 1,
             in_step=config.delta / 2,
             first_kernel=3,
             num_bins=PIXEL_BINS,
             bins_per_unit=ACT_MAX / 2,
             pixel_output=False,
-            coef_channels=CONDITIONING_COEFS * len(p.subimages) if config.channel_conditioning else 0,
+            coef_channels=CONDITIONING_COEFS * len(p.subimages) * k if config.channel_conditioning else 0,
+            logit_channels=len(p.subimages) * k if k > 1 else 0,
             head_in_max=head_in_max(config),
         )
         for p in pass_plan(config)
@@ -160,18 +176,20 @@ def pass_input(z1_input: torch.Tensor, x: torch.Tensor, p: Pass) -> torch.Tensor
     return torch.cat(parts, 1)
 
 
-def split_pass(codes: tuple[torch.Tensor, ...], m: int, channels: int) -> list[tuple[torch.Tensor, ...]]:
-    """A pass head's clamped codes, per subimage of the pass: (mean, log-scale[, coefficients]),
-    means and log-scales (N, C, h, w), coefficients (N, 3, h, w). Head channel ``c * m + i`` is
-    channel c of the pass's i-th subimage, coefficient ``j * m + i`` its j-th coefficient."""
+def split_pass(codes: tuple[torch.Tensor, ...], m: int) -> list[tuple[torch.Tensor, ...]]:
+    """A pass head's clamped codes, per subimage of the pass: (mean, log-scale[, coefficients][,
+    logits]), means and log-scales (N, KC, h, w), coefficients (N, 3K, h, w), logits (N, K, h, w)
+    for K mixture components. Head channel ``(k * C + c) * m + i`` is channel c of component k of
+    the pass's i-th subimage, coefficient ``(k * 3 + j) * m + i`` its j-th coefficient, logit
+    ``k * m + i`` its component k's."""
     n, _, h, w = codes[0].shape
     per_part = [t.reshape(n, -1, m, h, w) for t in codes]
     return [tuple(t[:, :, i] for t in per_part) for i in range(m)]
 
 
 def _steps_per_subimage(config: PolyphaseConfig) -> int:
-    """Likelihood steps per subimage: one per channel with channel conditioning, else one."""
-    return config.channels if config.channel_conditioning else 1
+    """Likelihood steps per subimage: one per channel with channel conditioning or a mixture, else one."""
+    return config.channels if config.channel_conditioning or config.mixture > 1 else 1
 
 
 UNUSABLE = 1 << 16
@@ -223,7 +241,7 @@ class PolyphaseLikelihood:
         self.shape = (n, config.channels, SQUEEZE * h, SQUEEZE * w)
         self.known = None if known is None else known.expand(self.shape)
 
-    def steps(self, x: torch.Tensor, blends: Sequence[int] = ()) -> Iterator[tuple[tuple, DiscretizedLogistic]]:
+    def steps(self, x: torch.Tensor, blends: Sequence[int] = ()) -> Iterator[tuple[tuple, DiscretizedLogistic | DiscretizedMixture]]:
         """(index into x, entropy model) pairs in decoding order: per pass, per subimage, per
         channel (all channels at once without conditioning). A pass's network reads only the
         subimages of earlier passes, so a decoder fills ``x[index]`` before asking for the next.
@@ -232,11 +250,10 @@ class PolyphaseLikelihood:
             if blends and blends[k]:
                 if prediction is None:
                     raise CorruptFileError(f"corrupt stream: a smooth-area blend for step {k}, which has no decoded neighbours")
-                mean = blend_means(family.mean, prediction, *smooth_blend(blends[k]))
-                family = DiscretizedLogistic(mean, family.log_scale, PIXEL_BINS, family.known)
+                family = family.with_mean(blend_means(family.mean, prediction, *smooth_blend(blends[k])))
             yield index, family
 
-    def predicted_steps(self, x: torch.Tensor, blends: Sequence[int] | None = None) -> Iterator[tuple[tuple, DiscretizedLogistic, tuple | None]]:
+    def predicted_steps(self, x: torch.Tensor, blends: Sequence[int] | None = None) -> Iterator[tuple[tuple, DiscretizedLogistic | DiscretizedMixture, tuple | None]]:
         """:meth:`steps` unblended, each with its pixels' :func:`neighbour_prediction` flattened as
         the family: None where they have no decoded neighbours (as in the first pass), and, given
         the steps' ``blends``, where no step of the subimage has one (none is needed)."""
@@ -248,22 +265,48 @@ class PolyphaseLikelihood:
             context = x if self.known is None else x.masked_fill(self.known, 0)
             inp = pass_input(self.z1_input, context, p)
             codes = batched(functools.partial(self.model.pass_codes, p.name), inp, self.batch)
-            for s, (mean, log_scale, *coefs) in zip(p.subimages, split_pass(codes, len(p.subimages), config.channels)):
+            for s, subimage_codes in zip(p.subimages, split_pass(codes, len(p.subimages))):
                 known = None if self.known is None else subimage(self.known, s, p.depth)
                 rows, cols = pixel_slices(s, p.depth)
                 needed = blends is None or any(blends[k : k + per_subimage])
                 prediction = neighbour_prediction(x, self.known, p, s) if needed else None
                 k += per_subimage
-                if not coefs:
+                if per_subimage == 1 and config.mixture == 1:
                     flat = None if prediction is None else tuple(t.reshape(-1) for t in prediction)
-                    yield (everything, everything, rows, cols), DiscretizedLogistic(mean, log_scale, PIXEL_BINS, known), flat
+                    family = DiscretizedLogistic(*subimage_codes[:2], PIXEL_BINS, known)
+                    yield (everything, everything, rows, cols), family, flat
                     continue
                 pixels = subimage(x, s, p.depth)
-                for c in range(config.channels):
-                    mean_c = channel_mean(mean, coefs[0], pixels, c, exact=True)
-                    known_c = None if known is None else known[:, c]
+                for c, family in enumerate(self._channel_families(subimage_codes, pixels, known)):
                     flat = None if prediction is None else tuple(t[:, c].reshape(-1) for t in prediction)
-                    yield (everything, slice(c, c + 1), rows, cols), DiscretizedLogistic(mean_c, log_scale[:, c], PIXEL_BINS, known_c), flat
+                    yield (everything, slice(c, c + 1), rows, cols), family, flat
+
+    def _channel_families(self, codes: tuple[torch.Tensor, ...], pixels: torch.Tensor,
+                          known: torch.Tensor | None) -> Iterator[DiscretizedLogistic | DiscretizedMixture]:
+        """One subimage's entropy models channel by channel, each made when the channels before it
+        are in ``pixels``: a logistic per subpixel, or with a mixture one whose weights follow
+        the channels decoded before."""
+        config = self.model.config
+        k = config.mixture
+        mean, log_scale, *rest = codes
+        coefs = rest[0] if config.channel_conditioning else None
+        if k > 1:
+            def by_component(t: torch.Tensor) -> torch.Tensor:  # (N, K*X, h, w) -> (K*N, X, h, w)
+                return t.unflatten(1, (k, -1)).transpose(0, 1).flatten(0, 1)
+
+            mean, log_scale = by_component(mean), by_component(log_scale)
+            coefs = None if coefs is None else by_component(coefs)
+            weights = mixture_weights(rest[-1].transpose(0, 1).reshape(k, -1))
+        for c in range(config.channels):
+            known_c = None if known is None else known[:, c]
+            if k == 1:
+                yield DiscretizedLogistic(channel_mean(mean, coefs, pixels, c, exact=True), log_scale[:, c], PIXEL_BINS, known_c)
+                continue
+            mean_c = channel_mean(mean, coefs, pixels.repeat(k, 1, 1, 1), c, exact=True).reshape(k, -1)
+            family = DiscretizedMixture(mean_c, log_scale[:, c].reshape(k, -1), weights, PIXEL_BINS, known_c)
+            yield family
+            if c + 1 < config.channels:
+                weights = family.posterior_weights(pixels[:, c])
 
 
 class PolyphaseVAE(IntegerVAE):

@@ -1,5 +1,6 @@
 """What benchmarks/context_experiment.py adds to the package's models (tests/test_polyphase.py covers
-those): schemes, the mixture likelihood, old checkpoints, the validation terms and the MAC count."""
+those, and tests/test_mixture.py its mixtures): schemes, starting from float weights, old checkpoints,
+the validation terms and the MAC count."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import torch
 
 from bitswap_plugin.architecture import ModelConfig
 from bitswap_plugin.model import BitSwapVAE, save_float_model
-from bitswap_plugin.polyphase import PolyphaseConfig, subimage
-from bitswap_plugin.polyphase_model import PassLikelihood, PolyphaseBitSwapVAE
+from bitswap_plugin.polyphase import PolyphaseConfig
+from bitswap_plugin.polyphase_model import PolyphaseBitSwapVAE
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "context_experiment.py"
 BASE = ModelConfig(channels=3, latent_channels=4, latent_layers=2, width=16, res_blocks=1, channel_conditioning=True, name="t")
@@ -59,119 +60,11 @@ def test_schemes(ce):
     base = dataclasses.replace(BASE, width=64, res_blocks=2)
     assert type(ce.Scheme.parse("independent").build(base)) is BitSwapVAE
     built = {text: ce.Scheme.parse(text).build(base) for text in ("checkerboard", "polyphase:w32:b1", "independent:w32", "polyphase:k2")}
-    assert [type(m) for m in built.values()] == [PolyphaseBitSwapVAE, PolyphaseBitSwapVAE, PolyphaseBitSwapVAE, ce.MixtureBitSwapVAE]
+    assert all(type(m) is PolyphaseBitSwapVAE for m in built.values())
+    assert [m.config.mixture for m in built.values()] == [1, 1, 1, 2]
     assert [(m.config.schedule, m.config.context_width, m.config.context_blocks) for m in built.values()] == [
         ("03|12", 64, 2), ("0|1|2|3", 32, 1), ("0123", 32, 2), ("0|1|2|3", 48, 2)]
     assert all(m.config.width == 64 and m.config.latent_channels == 4 for m in built.values())
-
-
-@pytest.mark.parametrize("schedule, conditioning", [("03|12", True), ("0|1|2|3", True), ("0123", False)])
-def test_mixture_loss_is_finite(ce, schedule, conditioning):
-    torch.manual_seed(0)
-    model = ce.MixtureBitSwapVAE(poly_config(schedule, channel_conditioning=conditioning), 3)
-    x = patches()
-    ce.data_dependent_init(model, x)
-    loss = model(x, generator=torch.Generator().manual_seed(1))
-    assert all(torch.isfinite(v) for v in (loss.loss, loss.neg_elbo, loss.recon, *loss.kl))
-    assert torch.allclose(loss.neg_elbo, loss.recon + loss.kl.sum(), rtol=1e-5)
-    loss.loss.backward()
-    grads = [p.grad for p in model.p[0].parameters() if p.grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads)
-    with pytest.raises(NotImplementedError):
-        model.export()
-
-
-@pytest.mark.parametrize("levels", [1, 2])
-def test_one_component_is_the_plain_likelihood(ce, levels):
-    torch.manual_seed(0)
-    config = poly_config("0|1|2|3" if levels > 1 else "03|12", levels=levels)
-    plain, mixture = PassLikelihood(config), ce.MixturePassLikelihood(config, 1)
-    x, z1 = patches(2), latents()
-    plain.calibrate(z1, x)
-    mixture.load_state_dict(plain.state_dict())
-    for quantized in (False, True):
-        assert torch.allclose(mixture.recon_bits(z1, x, quantized), plain.recon_bits(z1, x, quantized), rtol=1e-6)
-
-
-def test_components_and_logits_layout(ce):
-    """A mixture of heads A and B whose logits pick A (or B) is A's (or B's) plain likelihood."""
-    torch.manual_seed(0)
-    config = poly_config()
-    plains = [PassLikelihood(config), PassLikelihood(config)]
-    with torch.no_grad():  # broad distributions (so that one component's tail never dominates), A's shifted in B
-        for net in plains[0].nets:
-            net.head.conv.weight.mul_(0.01)
-    plains[1].load_state_dict({k: v + 0.1 if k.endswith("head.conv.bias") else v for k, v in plains[0].state_dict().items()})
-    mixture = ce.MixturePassLikelihood(config, 2)
-    mixture.load_state_dict({k: v for k, v in plains[0].state_dict().items() if "head" not in k}, strict=False)
-    x, z1 = patches(2), latents()
-    bits = [p.recon_bits(z1, x, False) for p in plains]
-    assert (bits[0] - bits[1]).abs().min() > 1.0
-    for pick in (0, 1):
-        with torch.no_grad():
-            for j, subimages in enumerate(config.passes):
-                m = len(subimages)
-                for name in ("weight", "bias"):
-                    heads = [getattr(p.nets[j].head.conv, name).split((3 * m, 3 * m, 3 * m)) for p in plains]
-                    logits = heads[0][0].new_zeros((2 * m,) + heads[0][0].shape[1:])  # logit k*m + i
-                    if name == "bias":
-                        logits.view(2, m)[pick], logits.view(2, m)[1 - pick] = 100.0, -100.0  # clamped to +-LOGIT_MAX
-                    blocks = [h[b] for b in range(3) for h in heads]  # means A, B, log-scales A, B, coefficients A, B
-                    getattr(mixture.nets[j].head.conv, name).copy_(torch.cat(blocks + [logits]))
-        assert torch.allclose(mixture.recon_bits(z1, x, False), bits[pick], rtol=1e-5)
-
-
-@pytest.mark.parametrize("levels, conditioning", [(1, True), (2, False)])
-def test_a_mixture_adopting_one_logistic_starts_as_it(ce, tmp_path, levels, conditioning):
-    """``adopt_single`` makes every component a copy of the trained head (the others a little
-    perturbed, their scales e**+-0.5 as wide): with the logits pinned to component 0 the mixture is
-    the plain likelihood, and ``start_from`` loads a float weights file into either model."""
-    torch.manual_seed(0)
-    config = poly_config("0|1|2|3", levels=levels, channel_conditioning=conditioning)
-    trained = PolyphaseBitSwapVAE(config)
-    x = patches(2)
-    ce.data_dependent_init(trained, x)
-    with torch.no_grad():  # broad distributions, so that no component's tail dominates where its weight is ~0
-        for net in trained.p[0].nets:
-            net.head.conv.weight.mul_(0.01)
-    path = tmp_path / "trained.float.safetensors"
-    save_float_model(trained, path)
-    plain, mixture = PolyphaseBitSwapVAE(config), ce.MixtureBitSwapVAE(config, 3)
-    for model in (plain, mixture):
-        ce.start_from(model, str(path), torch.Generator().manual_seed(0))
-    weights = {k: v for k, v in trained.state_dict().items() if isinstance(v, torch.Tensor)}
-    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in weights.items())
-    assert all(torch.equal(v, mixture.state_dict()[k]) for k, v in weights.items() if not k.startswith("p.0."))
-    z1 = latents()
-    with torch.no_grad():
-        reference = trained.p[0].recon_bits(z1, x, False)
-        started = mixture.p[0].recon_bits(z1, x, False)
-        assert not torch.allclose(started, reference, rtol=1e-4)  # the other components weigh in
-        for net, p in zip(mixture.p[0].nets, mixture.p[0].plan):
-            logits = 3 * sum(mixture.p[0]._head_widths(len(p.subimages)))
-            net.head.conv.bias[logits : logits + len(p.subimages)] = 100.0  # clamped to LOGIT_MAX: component 0 alone
-        pinned = mixture.p[0].recon_bits(z1, x, False)
-    assert torch.allclose(pinned, reference, rtol=1e-3)
-
-
-def test_mixture_pass_sees_earlier_passes_only(ce):
-    """Changing a subimage changes no other subimage's bits in its own or an earlier pass, and every
-    later pass's bits."""
-    torch.manual_seed(0)
-    for schedule in ("03|12", "0|1|2|3"):
-        config = poly_config(schedule)
-        likelihood = ce.MixturePassLikelihood(config, 2)
-        pass_of = {s: j for j, subimages in enumerate(config.passes) for s in subimages}
-        x, z1 = patches(2), latents()
-        with torch.no_grad():
-            base = likelihood.recon_bits(z1, x, False)
-            for changed in range(4):
-                y = x.clone()
-                subimage(y, changed).copy_(255 - subimage(y, changed))
-                bits = likelihood.recon_bits(z1, y, False)
-                for s in range(4):
-                    if s != changed:
-                        assert (bits[s] != base[s]) == (pass_of[s] > pass_of[changed]), (schedule, changed, s)
 
 
 def test_old_checkpoints_load(ce):
@@ -226,3 +119,21 @@ def test_macs_count(ce):
     macs = ce.count_macs(PolyphaseBitSwapVAE(poly_config(latent_layers=1)))
     assert macs["likelihood_mmac"] == pytest.approx(p / 1e6)
     assert macs["decode_mmac"] == pytest.approx((p + q) / 1e6)
+
+
+def test_start_from_float_weights(ce, tmp_path):
+    """``start_from`` loads a float weights file into the same model, or grows a mixture from it."""
+    torch.manual_seed(0)
+    config = poly_config("0|1|2|3")
+    trained = PolyphaseBitSwapVAE(config)
+    ce.data_dependent_init(trained, patches(2))
+    path = tmp_path / "trained.float.safetensors"
+    save_float_model(trained, path)
+    plain, mixture = PolyphaseBitSwapVAE(config), PolyphaseBitSwapVAE(dataclasses.replace(config, mixture=2))
+    for model in (plain, mixture):
+        ce.start_from(model, str(path))
+    weights = {k: v for k, v in trained.state_dict().items() if isinstance(v, torch.Tensor)}
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in weights.items())
+    assert all(torch.equal(v, mixture.state_dict()[k]) for k, v in weights.items() if "head" not in k)
+    with pytest.raises(SystemExit, match="no weights"):
+        ce.start_from(PolyphaseBitSwapVAE(dataclasses.replace(config, context_width=8)), str(path))

@@ -26,6 +26,8 @@ NESTED = dataclasses.replace(CONFIG, levels=3, name="pp-test-3-levels")
 """Subimage A decoded as its own subimages, and their A as theirs."""
 WIDE_HEAD = dataclasses.replace(NESTED, head_input_bits=10, name="pp-test-wide-head")
 """Heads reading 10-bit activations, convolved in 8-bit digits."""
+MIXTURE = dataclasses.replace(NESTED, mixture=3, name="pp-test-mixture")
+"""Three logistics per pixel, their weights following the decoded channels."""
 
 
 def _smooth(n: int, channels: int, seed: int) -> torch.Tensor:
@@ -36,7 +38,8 @@ def _smooth(n: int, channels: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.clip(base + rng.integers(0, 12, (n, channels, 32, 32)), 0, 255).astype(np.uint8))
 
 
-@pytest.fixture(scope="module", params=[CONFIG, NESTED, WIDE_HEAD], ids=lambda config: f"levels{config.levels}-head{config.head_input_bits}")
+@pytest.fixture(scope="module", params=[CONFIG, NESTED, WIDE_HEAD, MIXTURE],
+                ids=lambda config: f"levels{config.levels}-head{config.head_input_bits}-mixture{config.mixture}")
 def trained(request: pytest.FixtureRequest) -> tuple[PolyphaseBitSwapVAE, torch.Tensor]:
     """A small polyphase model trained briefly, calibrated and QAT-tuned a little."""
     torch.manual_seed(0)

@@ -250,6 +250,14 @@ def test_train_a_polyphase_model(data: Path, tmp_path: Path) -> None:
     assert load_model_file(lean / "lean.safetensors").config.latent_channels == 3
     name = zoo.register_model(lean / "lean.safetensors", "lean-in-test")
     assert np.array_equal(decompress(compress(image, model=name, method="bitswap")), image)
+    # with a mixture of logistics: the passes grow from the trained one logistic, nothing starts fresh
+    mixed = tmp_path / "mixed"
+    assert _train(data, mixed, *extra, "--mixture", "3", "--name", "mixed",
+                  "--init", str(tmp_path / "one" / "polyphase-rgb.float.safetensors")) == 0
+    [start] = [r for r in read_log(mixed / "log.jsonl") if "fresh_networks" in r]
+    assert start["fresh_networks"] == [] and load_model_file(mixed / "mixed.safetensors").config.mixture == 3
+    name = zoo.register_model(mixed / "mixed.safetensors", "mixed-in-test")
+    assert np.array_equal(decompress(compress(image, model=name, method="bitswap")), image)
 
 
 def test_synthetic_crops_are_flat_smooth_or_few_coloured(data: Path) -> None:
