@@ -33,7 +33,7 @@ in the encoder and the decoder alike.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -212,10 +212,14 @@ def neighbour_prediction(x: torch.Tensor, known: torch.Tensor | None, p: Pass, s
     level, usable = F.pad(level, (1, 1, 1, 1)), F.pad(usable, (1, 1, 1, 1), value=False)
     h, w = x.shape[-2] >> (p.depth + 1), x.shape[-1] >> (p.depth + 1)
     where = [(slice(1 + row + dy, 1 + row + dy + 2 * h, 2), slice(1 + col + dx, 1 + col + dx + 2 * w, 2)) for dy, dx in decoded]
-    value = torch.stack([level[..., rows, cols] for rows, cols in where])
-    there = torch.stack([usable[..., rows, cols] for rows, cols in where])
-    count, total = there.sum(0), torch.where(there, value, 0).sum(0)
-    high, low = torch.where(there, value, -1).amax(0), torch.where(there, value, PIXEL_BINS).amin(0)
+    value = [level[..., rows, cols] for rows, cols in where]
+    there = [usable[..., rows, cols] for rows, cols in where]
+
+    def over_neighbours(combine: Callable, outside: int) -> torch.Tensor:  # elementwise: torch reduces a short dim 0 slowly
+        return functools.reduce(combine, (torch.where(t, v, outside) for t, v in zip(there, value)))
+
+    count = functools.reduce(torch.add, (t.to(torch.int64) for t in there))
+    total, high, low = over_neighbours(torch.add, 0), over_neighbours(torch.maximum, -1), over_neighbours(torch.minimum, PIXEL_BINS)
     mean = torch.div(total << MEAN_FRAC, count.clamp(min=1), rounding_mode="floor")
     return mean, torch.where(count >= 2, high - low, UNUSABLE)
 
