@@ -361,7 +361,10 @@ for level in range(model.config.latent_layers):
     zs.append(inp)
 for level, z in enumerate(zs):
     if level == 0 and model.pixel_context:
-        codes = [t for _, dist in model.likelihood(z).steps(x.long()) for t in (dist.slope, dist.offset)]
+        codes = []
+        for _, dist in model.likelihood(z).steps(x.long()):  # a logistic's parameters, or a mixture's and its weights
+            parts = getattr(dist, "components", dist)
+            codes += [parts.slope, parts.offset] + ([dist.weights] if parts is not dist else [])
     else:
         codes = model.prior_codes(level, z)
     for t in codes:
@@ -370,9 +373,11 @@ print(digest.hexdigest())
 """
 
 
-def test_cross_isa_determinism() -> None:
-    """Baseline-ISA single-thread and default-ISA two-thread processes produce identical codes."""
-    path = str(WEIGHTS / f"{zoo.DEFAULT_MODELS[3]}.safetensors")
+@pytest.mark.parametrize("name", sorted({zoo.DEFAULT_MODELS[3], "polyphase-rgb-l3-mix3"}))
+def test_cross_isa_determinism(name: str) -> None:
+    """Baseline-ISA single-thread and default-ISA two-thread processes produce identical codes
+    (the RGB default, and the mixture of logistics)."""
+    path = str(WEIGHTS / f"{name}.safetensors")
     base = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
     runs = [(dict(base, ATEN_CPU_CAPABILITY="default", ONEDNN_MAX_CPU_ISA="SSE41"), "1"), (base, "2")]
     digests = [
