@@ -2,7 +2,7 @@
 
 ``tests/vectors/*.bsw`` hold small streams of every mode, both bits-back methods,
 the classical methods, a stack, grey colour, constant alpha, metadata and the
-tiny and default models, cut from the bundled public-domain sample. They
+tiny, default and mixture-of-logistics models, cut from the bundled public-domain sample. They
 pin the format, the integer models and the encoder's choices together: a change
 that alters any byte of a new stream fails here, on purpose. After an intended
 change (a new model, a format version), record new vectors beside the old ones
@@ -38,6 +38,7 @@ CASES = {
     "la": ("LA", (100, 100, 130, 150), 1, {"method": "bbans"}),
     "rgb-stack": ("RGB", (60, 60, 64, 72), 3, BITSWAP),
     "rgb-tiny": ("RGB", (120, 100, 130, 130), 1, {"model": "tiny-rgb", **BITSWAP}),
+    "rgb-mixture": ("RGB", (20, 30, 150, 120), 1, {"model": "polyphase-rgb-l3-mix3", **BITSWAP}),
     "grey-rgb-opaque": ("RGBA-grey-opaque", (50, 10, 140, 130), 1, {**BITSWAP, "metadata": {"dpi": b"300.0,300.0", "text:Author": b"NASA"}}),
     "rgb-webp": ("RGB", (20, 30, 150, 120), 1, {"method": "webp"}),
     "la-png": ("LA", (100, 100, 130, 150), 1, {"method": "png"}),
