@@ -122,6 +122,11 @@ class DiscretizedLogistic(EntropyModel):
         code is): wider distributions above 0, sharper below (a stream's per-step offsets)."""
         return DiscretizedLogistic(self.mean, self.log_scale + log_scale_offset, self.num_bins, self.known)
 
+    def parameters(self) -> tuple[torch.Tensor, ...]:
+        """The integer tensors that fix every frequency (slope and offset), symbols along dim 0: what must
+        agree across machines and batch sizes."""
+        return self.slope, self.offset
+
     def with_mean(self, mean: torch.Tensor) -> "DiscretizedLogistic":
         """The family with these mean codes instead (a stream's smooth-area blends)."""
         return DiscretizedLogistic(mean, self.log_scale, self.num_bins, self.known)
@@ -322,6 +327,10 @@ class DiscretizedMixture(EntropyModel):
     def rescaled(self, log_scale_offset: int) -> "DiscretizedMixture":
         """Every component's log-scale codes moved by ``log_scale_offset`` (the weights stay)."""
         return DiscretizedMixture(self.mean, self.log_scale + log_scale_offset, self.weights, self.num_bins, self.known)
+
+    def parameters(self) -> tuple[torch.Tensor, ...]:
+        """The integer tensors that fix every frequency, symbols along dim 0: the components' and the weights."""
+        return tuple(t.T for t in (*self.components.parameters(), self.weights))
 
     def with_mean(self, mean: torch.Tensor) -> "DiscretizedMixture":
         """The family with these mean codes (K, len) instead."""

@@ -59,7 +59,7 @@ def _chain(model: IntegerVAE, x: torch.Tensor) -> list[torch.Tensor]:
         zs.append(inp)
     for level in range(model.config.latent_layers):
         if level == 0 and model.pixel_context:
-            outs += [t for _, dist in model.likelihood(zs[0]).steps(x.long()) for t in (dist.slope, dist.offset)]
+            outs += [t for _, dist in model.likelihood(zs[0]).steps(x.long()) for t in dist.parameters()]
         else:
             outs += list(model.prior_codes(level, zs[level]))
     return outs
@@ -361,10 +361,7 @@ for level in range(model.config.latent_layers):
     zs.append(inp)
 for level, z in enumerate(zs):
     if level == 0 and model.pixel_context:
-        codes = []
-        for _, dist in model.likelihood(z).steps(x.long()):  # a logistic's parameters, or a mixture's and its weights
-            parts = getattr(dist, "components", dist)
-            codes += [parts.slope, parts.offset] + ([dist.weights] if parts is not dist else [])
+        codes = [t for _, dist in model.likelihood(z).steps(x.long()) for t in dist.parameters()]
     else:
         codes = model.prior_codes(level, z)
     for t in codes:
