@@ -344,13 +344,8 @@ class DiscretizedMixture(EntropyModel):
         """Cumulative frequency below bins ``k`` (..., len): 0 at ``k <= 0``, TOTAL at ``k >= num_bins``."""
         return (self.component_cdf(k) * self.weights).sum(-2) >> MIXTURE_WEIGHT_BITS
 
-    def ranges(self, symbols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(start, frequency) of each symbol, flattened."""
-        symbols = symbols.reshape(-1)
-        start, end = self.cdf(symbols + (_constant("pair", self.num_bins, symbols.device) + 1))
-        if self.known is not None:
-            return start.masked_fill(self.known, 0), (end - start).masked_fill(self.known, TOTAL)
-        return start, end - start
+    ranges = DiscretizedLogistic.ranges
+    """(start, frequency) of each symbol, flattened: the logistic's, from this family's ``cdf`` and ``known``."""
 
     def locate(self, cf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(symbol, start, frequency) with ``cdf(symbol) <= cf < cdf(symbol + 1)``: the components'
