@@ -41,9 +41,10 @@ a sample of this many patches, and run it only if it may beat the classical stre
 _ESTIMATE_MARGIN = 1.05
 """Run the learned coder when its estimate is below this many times the classical size
 (a sample of 64 patches estimates a Kodak image's size within a few per cent)."""
-_FIT_FROM_PATCHES = 32
+_FIT_FROM_PATCHES = 24
 """Each model's step adjustments (log-scale offsets, smooth-area blends) are fitted on an evenly
-spaced sample of at most this many of its patches (format version 5 on)."""
+spaced sample of at most this many of its patches (format version 5 on). 24 fit as well as 32
+(Kodak files within 0.002 %) in 60 % of the time; 16 lost 0.07 %."""
 _GRAPHICS_BITS = 1.0
 """When fast WebP needs at most this many bits per subpixel (graphics: text, charts, palettes,
 masks), also try WebP's best effort, up to 30 % smaller there and quick on such content."""
