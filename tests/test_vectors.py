@@ -39,6 +39,7 @@ CASES = {
     "rgb-stack": ("RGB", (60, 60, 64, 72), 3, BITSWAP),
     "rgb-tiny": ("RGB", (120, 100, 130, 130), 1, {"model": "tiny-rgb", **BITSWAP}),
     "rgb-mixture": ("RGB", (20, 30, 150, 120), 1, {"model": "polyphase-rgb-l3-mix3", **BITSWAP}),
+    "rgb-one-logistic": ("RGB", (20, 30, 150, 120), 1, {"model": "polyphase-rgb-l3-9", **BITSWAP}),
     "grey-rgb-opaque": ("RGBA-grey-opaque", (50, 10, 140, 130), 1, {**BITSWAP, "metadata": {"dpi": b"300.0,300.0", "text:Author": b"NASA"}}),
     "rgb-webp": ("RGB", (20, 30, 150, 120), 1, {"method": "webp"}),
     "la-png": ("LA", (100, 100, 130, 150), 1, {"method": "png"}),
