@@ -26,8 +26,9 @@ NESTED = dataclasses.replace(CONFIG, levels=3, name="pp-test-3-levels")
 """Subimage A decoded as its own subimages, and their A as theirs."""
 WIDE_HEAD = dataclasses.replace(NESTED, head_input_bits=10, name="pp-test-wide-head")
 """Heads reading 10-bit activations, convolved in 8-bit digits."""
-MIXTURE = dataclasses.replace(NESTED, mixture=3, name="pp-test-mixture")
-"""Three logistics per pixel, their weights following the decoded channels."""
+MIXTURE = dataclasses.replace(NESTED, mixture=3, head_input_bits=12, name="pp-test-mixture")
+"""Three logistics per pixel, their weights following the decoded channels, from heads reading the
+widest activations a config allows (12 bits, as the RGB default's)."""
 
 
 def _smooth(n: int, channels: int, seed: int) -> torch.Tensor:
