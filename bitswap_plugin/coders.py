@@ -200,8 +200,11 @@ class Prior:
         """Push ``z_level``."""
         if self.level == 0:
             x = z[0]
-            for index, model in reversed(list(group.likelihood_steps(group.model.likelihood(z[1], group.known, group.batch), x))):
-                coder.push(*model.ranges(x[index]))
+            # Each step's (start, frequency) pairs, not its entropy model, wait for the reversed pushes:
+            # a mixture's parameters for a whole group would hold several times the memory.
+            steps = group.likelihood_steps(group.model.likelihood(z[1], group.known, group.batch), x)
+            for ranges in reversed([model.ranges(x[index]) for index, model in steps]):
+                coder.push(*ranges)
         else:
             coder.push(*self._model(group, z).ranges(z[self.level]))
 
