@@ -2,7 +2,7 @@
 
 ``tests/vectors/*.bsw`` hold small streams of every mode, both bits-back methods,
 the classical methods, a stack, grey colour, constant alpha, metadata and the
-tiny, default and mixture-of-logistics models, cut from the bundled public-domain sample. They
+tiny, default, older mixture-of-logistics and one-logistic models, cut from the bundled public-domain sample. They
 pin the format, the integer models and the encoder's choices together: a change
 that alters any byte of a new stream fails here, on purpose. After an intended
 change (a new model, a format version), record new vectors beside the old ones
