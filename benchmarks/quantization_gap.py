@@ -12,11 +12,13 @@ one posterior sample per crop (the same samples for every row):
 * quantized, with one rounding site made exact (the value before the floor,
   less the half step the floor's bias adds): integer weights, the activations
   read from the residual stream by each block and by the head, activations
-  inside a block, the residual stream, the head's codes;
+  inside a block, the residual stream, the head's codes (all of them, then
+  each kind alone: means, log-scales, channel coefficients, mixture logits);
 * 10-bit activations read from the residual stream (steps a quarter as large,
-  clipped at 1023), by the head only and by every reader, with the readers'
-  weights coarser by what keeps the float32 convolution exact: a what-if that
-  changes the integer model, here without retraining.
+  clipped at 1023), by the head only (models whose heads read 8 bits) and by
+  every block (and 8-bit head), with the readers' weights coarser by what keeps
+  the float32 convolution exact: a what-if that changes the integer model,
+  here without retraining.
 
 Rows that do not cost what ``quantized`` costs point at the rounding that a
 wider integer model would recover.
@@ -38,7 +40,10 @@ from bitswap_plugin.fixedpoint import FLOAT32_EXACT_LIMIT, by_digits
 from model_report import validation_patches, validation_paths
 
 ROOT = Path(__file__).resolve().parents[1]
-SITES = ("weights", "block inputs", "activations inside a block", "residual stream", "head inputs", "head codes")
+HEAD_CODES = ("means", "log-scales", "coefficients", "logits")
+"""The kinds of code a head gives, in the order of its channels (:func:`architecture.split_head`)."""
+SITES = ("weights", "block inputs", "activations inside a block", "residual stream", "head inputs", "head codes",
+         *(f"head codes: {kind}" for kind in HEAD_CODES))
 """Rounding sites: block and head inputs are the activations read from the residual stream (qrelu)."""
 WIDE_ACT_MAX = 1023
 
@@ -50,12 +55,19 @@ def _exact_requant(acc: torch.Tensor, rq: float_model.Requant) -> torch.Tensor:
     return (acc.double() + rq.bias.to(acc.device).view(view)) * scale - 0.5
 
 
+def _head_kinds(spec) -> torch.Tensor:
+    """The index in :data:`HEAD_CODES` of each of a head's output channels."""
+    sizes = (spec.out_channels, spec.out_channels, spec.coef_channels, spec.logit_channels)
+    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+
+
 def _roles(net: float_model.BitSwapVAE) -> dict[float_model.QConv, str]:
     """The rounding site of each convolution's output."""
     roles = {}
     for module in net.modules():
         if isinstance(module, float_model.Net):
             roles[module.head] = "head codes"
+            module.head.kinds = _head_kinds(module.spec)
             roles[module.conv_in] = "residual stream"
             for block in module.blocks:
                 roles[block.conv1] = "activations inside a block"
@@ -77,6 +89,9 @@ def exact_at(net: float_model.BitSwapVAE, site: str | None) -> Iterator[None]:
         acc = F.conv2d(x.float(), w_int, padding=conv.conv.padding)
         if in_max is not None and in_max > conv.in_max:  # as QConv.forward_quantized: exact sums by digits
             acc = by_digits(x, lambda digits: F.conv2d(digits, w_int, padding=conv.conv.padding))
+        if roles[conv] == "head codes" and site.startswith("head codes: "):
+            exact = (conv.kinds == HEAD_CODES.index(site.removeprefix("head codes: "))).view(1, -1, 1, 1)
+            return torch.where(exact.to(acc.device), _exact_requant(acc, rq), float_model._apply_requant(acc, rq))
         return (_exact_requant if roles[conv] == site else float_model._apply_requant)(acc, rq)
 
     head_steps = {float(module.act_head_step) for module in net.modules() if isinstance(module, float_model.Net)}
@@ -95,14 +110,15 @@ def exact_at(net: float_model.BitSwapVAE, site: str | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def wide_activations(net: float_model.BitSwapVAE, head_only: bool) -> Iterator[None]:
-    """Activations read from the residual stream (by the heads only, or by every reader) in 10 bits; the
-    convolutions reading them keep exact sums."""
+    """Activations read from the residual stream (by the heads only, or by every reader) in 10 bits
+    (heads that already read more keep theirs); the convolutions reading them keep exact sums."""
     saved_qrelu = float_model._qrelu
     readers = []
     for module in net.modules():
         if isinstance(module, float_model.Net):
             readers += [] if head_only else [(block.conv1, block, "act_in_step") for block in module.blocks]
-            readers.append((module.head, module, "act_head_step"))
+            if module.spec.head_in_max == float_model.ACT_MAX:
+                readers.append((module.head, module, "act_head_step"))
     saved = [(conv.budget, float(getattr(owner, name))) for conv, owner, name in readers]
     ratio = float_model.ACT_MAX / WIDE_ACT_MAX
     for conv, owner, name in readers:
@@ -122,8 +138,8 @@ def wide_activations(net: float_model.BitSwapVAE, head_only: bool) -> Iterator[N
 
 def report(name: str, val_paths: list[Path], count: int) -> dict[str, float]:
     net = float_model.load_float_model(ROOT / "models" / f"{name}.float.safetensors").float()
-    if not net.quantized or net.config.head_input_bits != 8:
-        raise SystemExit(f"{name}'s float weights must be calibrated, with 8-bit head inputs (the what-ifs widen them)")
+    if not net.quantized:
+        raise SystemExit(f"{name}'s float weights must be calibrated")
     patches = validation_patches(val_paths, count, net.config.channels == 1)
 
     def neg_elbo(quantized: bool) -> float:
@@ -134,7 +150,8 @@ def report(name: str, val_paths: list[Path], count: int) -> dict[str, float]:
     for site in SITES:
         with exact_at(net, site):
             rows[f"quantized, exact {site}"] = neg_elbo(True)
-    for head_only, readers in ((True, "the heads"), (False, "every reader")):
+    wide_heads = net.config.head_input_bits > 8
+    for head_only, readers in ((True, "the heads"), (False, "every block" if wide_heads else "every reader"))[wide_heads:]:
         with wide_activations(net, head_only):
             rows[f"quantized, {WIDE_ACT_MAX + 1}-level activations for {readers}"] = neg_elbo(True)
     return rows
