@@ -17,7 +17,7 @@ from bitswap_plugin.fileformat import VERSION, VERSIONS
 from bitswap_plugin.integer_model import integer_neg_elbo, save_integer_model
 from bitswap_plugin.model import export_integer_model, load_float_model, neg_elbo, save_float_model
 from bitswap_plugin.architecture import latents_to_input, pixels_to_input
-from bitswap_plugin.polyphase import PolyphaseConfig, PolyphaseVAE, pass_input, pass_plan, pixel_slices, subimage
+from bitswap_plugin.polyphase import MAX_LEVELS, PolyphaseConfig, PolyphaseVAE, pass_input, pass_plan, pixel_slices, subimage
 from bitswap_plugin.polyphase_model import PolyphaseBitSwapVAE
 
 CONFIG = PolyphaseConfig(channels=3, latent_channels=4, latent_layers=2, width=16, res_blocks=1, channel_conditioning=True,
@@ -26,9 +26,10 @@ NESTED = dataclasses.replace(CONFIG, levels=3, name="pp-test-3-levels")
 """Subimage A decoded as its own subimages, and their A as theirs."""
 WIDE_HEAD = dataclasses.replace(NESTED, head_input_bits=10, name="pp-test-wide-head")
 """Heads reading 10-bit activations, convolved in 8-bit digits."""
-MIXTURE = dataclasses.replace(NESTED, mixture=3, head_input_bits=12, name="pp-test-mixture")
-"""Three logistics per pixel, their weights following the decoded channels, from heads reading the
-widest activations a config allows (12 bits, as the RGB default's)."""
+MIXTURE = dataclasses.replace(NESTED, levels=4, mixture=3, head_input_bits=12, name="pp-test-mixture")
+"""As the RGB default: four levels (subimage A recursed down to 2x2 pixels a patch), three logistics per
+pixel, their weights following the decoded channels, from heads reading the widest activations a
+config allows (12 bits)."""
 
 
 def _smooth(n: int, channels: int, seed: int) -> torch.Tensor:
@@ -222,6 +223,10 @@ def test_a_model_with_fewer_latent_channels_keeps_the_weights_of_the_channels_it
 
 def test_a_grown_model_adopts_the_networks_it_shares(trained):
     model = trained[0]
+    if model.config.levels == MAX_LEVELS:  # the deepest model grows no further
+        with pytest.raises(BitSwapError, match="levels"):
+            dataclasses.replace(model.config, levels=MAX_LEVELS + 1)
+        return
     grown = PolyphaseBitSwapVAE(dataclasses.replace(model.config, levels=model.config.levels + 1, name="grown"))
     fresh = grown.adopt(model)
     assert fresh == [p.name for p in pass_plan(grown.config) if p.depth == model.config.levels]
