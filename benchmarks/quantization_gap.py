@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from bitswap_plugin import model as float_model
+from bitswap_plugin.architecture import NetSpec
 from bitswap_plugin.fixedpoint import FLOAT32_EXACT_LIMIT, by_digits
 from model_report import validation_patches, validation_paths
 
@@ -55,7 +56,7 @@ def _exact_requant(acc: torch.Tensor, rq: float_model.Requant) -> torch.Tensor:
     return (acc.double() + rq.bias.to(acc.device).view(view)) * scale - 0.5
 
 
-def _head_kinds(spec) -> torch.Tensor:
+def _head_kinds(spec: NetSpec) -> torch.Tensor:
     """The index in :data:`HEAD_CODES` of each of a head's output channels."""
     sizes = (spec.out_channels, spec.out_channels, spec.coef_channels, spec.logit_channels)
     return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
@@ -67,7 +68,6 @@ def _roles(net: float_model.BitSwapVAE) -> dict[float_model.QConv, str]:
     for module in net.modules():
         if isinstance(module, float_model.Net):
             roles[module.head] = "head codes"
-            module.head.kinds = _head_kinds(module.spec)
             roles[module.conv_in] = "residual stream"
             for block in module.blocks:
                 roles[block.conv1] = "activations inside a block"
@@ -80,6 +80,11 @@ def exact_at(net: float_model.BitSwapVAE, site: str | None) -> Iterator[None]:
     """Quantized mode with the rounding at ``site`` (one of :data:`SITES`) switched off."""
     roles = _roles(net)
     saved = float_model.QConv.forward_quantized, float_model._qrelu
+    exact_kinds = {}
+    """Per head, which output channels are exact (where ``site`` is one kind of head code)."""
+    if site is not None and site.startswith("head codes: "):
+        kind = HEAD_CODES.index(site.removeprefix("head codes: "))
+        exact_kinds = {m.head: (_head_kinds(m.spec) == kind).view(1, -1, 1, 1) for m in net.modules() if isinstance(m, float_model.Net)}
 
     def forward_quantized(conv, x, in_step, out_step, out_offset=None, in_max=None):
         w_int, rq = conv.quant_params(in_step, out_step, out_offset)
@@ -89,9 +94,8 @@ def exact_at(net: float_model.BitSwapVAE, site: str | None) -> Iterator[None]:
         acc = F.conv2d(x.float(), w_int, padding=conv.conv.padding)
         if in_max is not None and in_max > conv.in_max:  # as QConv.forward_quantized: exact sums by digits
             acc = by_digits(x, lambda digits: F.conv2d(digits, w_int, padding=conv.conv.padding))
-        if roles[conv] == "head codes" and site.startswith("head codes: "):
-            exact = (conv.kinds == HEAD_CODES.index(site.removeprefix("head codes: "))).view(1, -1, 1, 1)
-            return torch.where(exact.to(acc.device), _exact_requant(acc, rq), float_model._apply_requant(acc, rq))
+        if conv in exact_kinds:
+            return torch.where(exact_kinds[conv].to(acc.device), _exact_requant(acc, rq), float_model._apply_requant(acc, rq))
         return (_exact_requant if roles[conv] == site else float_model._apply_requant)(acc, rq)
 
     head_steps = {float(module.act_head_step) for module in net.modules() if isinstance(module, float_model.Net)}
@@ -150,8 +154,11 @@ def report(name: str, val_paths: list[Path], count: int) -> dict[str, float]:
     for site in SITES:
         with exact_at(net, site):
             rows[f"quantized, exact {site}"] = neg_elbo(True)
-    wide_heads = net.config.head_input_bits > 8
-    for head_only, readers in ((True, "the heads"), (False, "every block" if wide_heads else "every reader"))[wide_heads:]:
+    if net.config.head_input_bits > 8:  # the heads read wide activations already
+        what_ifs = [(False, "every block")]
+    else:
+        what_ifs = [(True, "the heads"), (False, "every reader")]
+    for head_only, readers in what_ifs:
         with wide_activations(net, head_only):
             rows[f"quantized, {WIDE_ACT_MAX + 1}-level activations for {readers}"] = neg_elbo(True)
     return rows
