@@ -52,9 +52,8 @@ MAX_SHIFT = 48
 CONDITIONING_COEFS = 3
 """Per pixel: G += a*R; B += b*R + c*G (R, G centred, in bins)."""
 COEF_FRAC = 8
-"""Conditioning coefficients are codes with this many fractional bits, clamped to |coef| <= 2."""
-COEF_MAX = 2 << COEF_FRAC
-_COEF_DIVISOR = 1 << (COEF_FRAC + 1 - MEAN_FRAC)
+"""Conditioning coefficients are codes with this many fractional bits (a polyphase model's
+``coef_frac`` may give more), clamped to |coef| <= 2."""
 SQUEEZE = 2
 """Space-to-depth factor from pixels to the first latent layer."""
 _JSON_TYPES = {"int": int, "str": str, "bool": bool}
@@ -200,6 +199,8 @@ class NetSpec(NamedTuple):
     head_in_max: int = ACT_MAX
     """Largest activation the head reads (``2**head_input_bits - 1``): its weights are budgeted for
     8-bit inputs, and wider ones are convolved in 8-bit digits (:func:`~bitswap_plugin.fixedpoint.exact_conv2d`)."""
+    coef_frac: int = COEF_FRAC
+    """Fractional bits of the coefficient codes."""
 
 
 def net_specs(config: ModelConfig) -> tuple[list[NetSpec], list[NetSpec]]:
@@ -243,7 +244,7 @@ def split_head(codes: torch.Tensor, spec: NetSpec) -> tuple[torch.Tensor, ...]:
     log_scale = codes[:, n : 2 * n].clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
     parts = [mean, log_scale]
     if spec.coef_channels:
-        parts.append(codes[:, 2 * n : coefs].clamp(-COEF_MAX, COEF_MAX))
+        parts.append(codes[:, 2 * n : coefs].clamp(-coef_max(spec.coef_frac), coef_max(spec.coef_frac)))
     if spec.logit_channels:
         parts.append(codes[:, coefs:].clamp(-LOGIT_MAX, LOGIT_MAX))
     if spec.pixel_output:
@@ -251,31 +252,42 @@ def split_head(codes: torch.Tensor, spec: NetSpec) -> tuple[torch.Tensor, ...]:
     return tuple(parts)
 
 
-def channel_mean(mean: torch.Tensor, coefs: torch.Tensor | None, x: torch.Tensor, channel: int, exact: bool) -> torch.Tensor:
+def coef_max(coef_frac: int) -> int:
+    """Largest |coefficient code| (a coefficient of 2) at ``coef_frac`` fractional bits."""
+    return 2 << coef_frac
+
+
+def channel_mean(
+    mean: torch.Tensor, coefs: torch.Tensor | None, x: torch.Tensor, channel: int, exact: bool, coef_frac: int = COEF_FRAC
+) -> torch.Tensor:
     """Mean code of pixel ``channel`` given the pixels of the channels before it, (N, H, W).
 
     ``mean`` and ``coefs`` are p(x|z1)'s codes (N, C, H, W) and (N, 3, H, W)
-    (``coefs`` None: no conditioning); only ``x[:, :channel]`` is read. With
-    ``exact`` the shift is floored, as the integer model does.
+    (``coefs`` None: no conditioning) with ``coef_frac`` fractional bits;
+    only ``x[:, :channel]`` is read. With ``exact`` the shift is floored, as
+    the integer model does.
     """
     if coefs is None or channel == 0:
         return mean[:, channel]
     centred = 2 * x[:, :channel] - ACT_MAX
     used = coefs[:, :1] if channel == 1 else coefs[:, 1:]
     shift = (used * centred).sum(1)
+    divisor = 1 << (coef_frac + 1 - MEAN_FRAC)  # centred pixels are in half bins
     if not shift.is_floating_point():
-        shift = torch.div(shift, _COEF_DIVISOR, rounding_mode="floor")
+        shift = torch.div(shift, divisor, rounding_mode="floor")
     else:
-        shift = shift / _COEF_DIVISOR  # exact: the divisor is a power of two
+        shift = shift / divisor  # exact: the divisor is a power of two
         shift = straight_through(shift, torch.floor(shift)) if exact else shift
     return (mean[:, channel] + shift).clamp(*mean_code_range(PIXEL_BINS))
 
 
-def conditioned_mean(mean: torch.Tensor, coefs: torch.Tensor | None, x: torch.Tensor, exact: bool) -> torch.Tensor:
+def conditioned_mean(
+    mean: torch.Tensor, coefs: torch.Tensor | None, x: torch.Tensor, exact: bool, coef_frac: int = COEF_FRAC
+) -> torch.Tensor:
     """Mean codes of all pixel channels given ``x`` itself (encoder side and training)."""
     if coefs is None:
         return mean
-    return torch.stack([channel_mean(mean, coefs, x, c, exact) for c in range(mean.shape[1])], 1)
+    return torch.stack([channel_mean(mean, coefs, x, c, exact, coef_frac) for c in range(mean.shape[1])], 1)
 
 
 class ChannelConditionedLogistic:

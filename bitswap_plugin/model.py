@@ -36,7 +36,6 @@ from torch import nn
 from .architecture import (
     ACT_MAX,
     ARCHITECTURE,
-    COEF_FRAC,
     MAX_SHIFT,
     MULT_BITS,
     PIXEL_BINS,
@@ -228,7 +227,7 @@ class Net(nn.Module):
         # Raw log-scale 0 means scale e**-2 value units.
         ls_offset = (math.log(spec.bins_per_unit) - 2.0) * (1 << LOG_SCALE_FRAC)
         centre = (spec.num_bins - 1) / 2 * (1 << MEAN_FRAC)
-        gain = [spec.bins_per_unit * (1 << MEAN_FRAC)] * n + [float(1 << LOG_SCALE_FRAC)] * n + [float(1 << COEF_FRAC)] * spec.coef_channels
+        gain = [spec.bins_per_unit * (1 << MEAN_FRAC)] * n + [float(1 << LOG_SCALE_FRAC)] * n + [float(1 << spec.coef_frac)] * spec.coef_channels
         gain += [float(1 << LOGIT_FRAC)] * spec.logit_channels
         self.register_buffer("head_gain", torch.tensor(gain, dtype=torch.float64))
         self.register_buffer("head_offset", torch.tensor([centre] * n + [ls_offset] * n + [0.0] * m, dtype=torch.float64))
@@ -461,7 +460,7 @@ class BitSwapVAE(nn.Module):
             if state and keep is not None:
                 state = _select_latent_channels(state, *ports[name], keep, other.config.latent_channels)
             if {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in net.state_dict().items()}:
-                net.load_state_dict(state)
+                net.load_state_dict({**state, **{key: getattr(net, key).clone() for key in _SPEC_BUFFERS}})
             else:
                 fresh.append(name)
         return fresh
@@ -479,6 +478,10 @@ class BitSwapVAE(nn.Module):
 
     def _latent_input(self, z: torch.Tensor) -> torch.Tensor:
         return latents_to_input(z, self.config.latent_bins)
+
+
+_SPEC_BUFFERS = ("head_gain", "head_offset")
+"""A network's buffers its spec fixes (e.g. the coefficient codes' precision), kept when it adopts weights."""
 
 
 def _select_latent_channels(

@@ -691,8 +691,8 @@ def plot_log(log: Path, png: Path) -> bool:
 
 
 _INT_OVERRIDES = ("width", "res_blocks", "upper_width", "upper_blocks", "latent_channels", "latent_layers", "context_width",
-                  "context_blocks", "levels", "mixture", "head_input_bits")
-"""Integer configuration fields the command line may override (context_*, levels and mixture: polyphase presets)."""
+                  "context_blocks", "levels", "mixture", "head_input_bits", "coef_frac")
+"""Integer configuration fields the command line may override (context_*, levels, mixture and coef_frac: polyphase presets)."""
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from bitswap_plugin import compress, decompress, fixedpoint, zoo
 from bitswap_plugin.errors import BitSwapError, CorruptFileError
 from bitswap_plugin.distributions import DiscretizedLogistic
 from bitswap_plugin.fixedpoint import LOG_SCALE_FRAC, MEAN_FRAC
-from bitswap_plugin.architecture import COEF_MAX, top_prior_codes, ChannelConditionedLogistic, ModelConfig, channel_mean, conditioned_mean
+from bitswap_plugin.architecture import COEF_FRAC, coef_max, top_prior_codes, ChannelConditionedLogistic, ModelConfig, channel_mean, conditioned_mean
 from bitswap_plugin.integer_model import IntegerVAE, integer_neg_elbo, save_integer_model
 from bitswap_plugin.model import BitSwapVAE, export_integer_model, load_float_model, neg_elbo, save_float_model
 from bitswap_plugin.zoo import load_model_file
@@ -131,7 +131,7 @@ def test_output_shapes_and_ranges(shipped: IntegerVAE) -> None:
         assert int(t.min()) >= fixedpoint.LOG_SCALE_MIN and int(t.max()) <= fixedpoint.LOG_SCALE_MAX
     assert len(coefs) == int(shipped.config.channel_conditioning)
     for t in coefs:
-        assert t.shape == (2, 3, 32, 32) and int(t.abs().max()) <= COEF_MAX
+        assert t.shape == (2, 3, 32, 32) and int(t.abs().max()) <= coef_max(COEF_FRAC)
     top_mean, top_ls = top_prior_codes(shipped.config)
     assert top_mean == (k - 1) << (MEAN_FRAC - 1)
     assert top_ls == round(shipped.config.latent_step_bits * np.log(2) * (1 << LOG_SCALE_FRAC))

@@ -16,8 +16,8 @@ from bitswap_plugin.errors import BitSwapError, CorruptFileError
 from bitswap_plugin.fileformat import VERSION, VERSIONS
 from bitswap_plugin.integer_model import integer_neg_elbo, save_integer_model
 from bitswap_plugin.model import export_integer_model, load_float_model, neg_elbo, save_float_model
-from bitswap_plugin.architecture import latents_to_input, pixels_to_input
-from bitswap_plugin.polyphase import MAX_LEVELS, PolyphaseConfig, PolyphaseVAE, pass_input, pass_plan, pixel_slices, subimage
+from bitswap_plugin.architecture import COEF_FRAC, latents_to_input, pixels_to_input
+from bitswap_plugin.polyphase import MAX_COEF_FRAC, MAX_LEVELS, PolyphaseConfig, PolyphaseVAE, pass_input, pass_plan, pixel_slices, subimage
 from bitswap_plugin.polyphase_model import PolyphaseBitSwapVAE
 
 CONFIG = PolyphaseConfig(channels=3, latent_channels=4, latent_layers=2, width=16, res_blocks=1, channel_conditioning=True,
@@ -26,10 +26,10 @@ NESTED = dataclasses.replace(CONFIG, levels=3, name="pp-test-3-levels")
 """Subimage A decoded as its own subimages, and their A as theirs."""
 WIDE_HEAD = dataclasses.replace(NESTED, head_input_bits=10, name="pp-test-wide-head")
 """Heads reading 10-bit activations, convolved in 8-bit digits."""
-MIXTURE = dataclasses.replace(NESTED, levels=4, mixture=3, head_input_bits=12, name="pp-test-mixture")
+MIXTURE = dataclasses.replace(NESTED, levels=4, mixture=3, head_input_bits=12, coef_frac=12, name="pp-test-mixture")
 """As the RGB default: four levels (subimage A recursed down to 2x2 pixels a patch), three logistics per
 pixel, their weights following the decoded channels, from heads reading the widest activations a
-config allows (12 bits)."""
+config allows (12 bits), channel-conditioning coefficients of 12 fractional bits."""
 
 
 def _smooth(n: int, channels: int, seed: int) -> torch.Tensor:
@@ -234,3 +234,25 @@ def test_a_grown_model_adopts_the_networks_it_shares(trained):
     for name, net in grown.integer_networks():
         if name not in fresh:
             assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), theirs[name].state_dict().values())), name
+
+
+def test_finer_coefficient_codes_carry_the_same_float_model(trained):
+    """``coef_frac`` only changes how finely the integer model rounds the coefficients: a model
+    adopting weights of another precision gives the same float likelihood, its codes scaled."""
+    model, data = trained
+    frac = model.config.coef_frac
+    assert ("coef_frac" in model.config.to_json()) == (frac != COEF_FRAC)
+    assert PolyphaseConfig.from_json(model.config.to_json()) == model.config
+    for bad in (COEF_FRAC - 1, MAX_COEF_FRAC + 1):
+        with pytest.raises(BitSwapError, match="coef_frac"):
+            dataclasses.replace(model.config, coef_frac=bad)
+    other = MAX_COEF_FRAC if frac == COEF_FRAC else COEF_FRAC
+    finer = PolyphaseBitSwapVAE(dataclasses.replace(model.config, coef_frac=other, name="other-coef-frac"))
+    assert finer.adopt(model) == []
+    z1 = torch.randint(0, 1024, (4, model.config.latent_channels, 16, 16))
+    z1_input, pixels = latents_to_input(z1.float(), 1024), data[:4].float()
+    for p, net, other_net in zip(model.p[0].plan, model.p[0].nets, finer.p[0].nets):
+        mine, theirs = net(pass_input(z1_input, pixels, p)), other_net(pass_input(z1_input, pixels, p))
+        assert torch.equal(mine[0], theirs[0]) and torch.equal(mine[1], theirs[1]), p.name  # means, log-scales
+        assert torch.allclose(theirs[2], mine[2] * 2.0 ** (other - frac), rtol=1e-5, atol=1e-3), p.name  # coefficients
+    assert torch.allclose(model.p[0].recon_bits(z1, data[:4], False), finer.p[0].recon_bits(z1, data[:4], False), rtol=1e-5)
