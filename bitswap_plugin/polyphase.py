@@ -312,9 +312,9 @@ class PolyphaseLikelihood:
         for c in range(config.channels):
             known_c = None if known is None else known[:, c]
             if k == 1:
-                yield DiscretizedLogistic(channel_mean(mean, coefs, pixels, c, True, config.coef_frac), log_scale[:, c], PIXEL_BINS, known_c)
+                yield DiscretizedLogistic(channel_mean(mean, coefs, pixels, c, exact=True, coef_frac=config.coef_frac), log_scale[:, c], PIXEL_BINS, known_c)
                 continue
-            mean_c = channel_mean(mean, coefs, pixels.repeat(k, 1, 1, 1), c, True, config.coef_frac).reshape(k, -1)
+            mean_c = channel_mean(mean, coefs, pixels.repeat(k, 1, 1, 1), c, exact=True, coef_frac=config.coef_frac).reshape(k, -1)
             family = DiscretizedMixture(mean_c, log_scale[:, c].reshape(k, -1), weights, PIXEL_BINS, known_c)
             yield family
             if c + 1 < config.channels:

@@ -55,11 +55,11 @@ class PassLikelihood(nn.Module):
         mean, log_scale, *rest = codes
         coefs = rest[0] if conditioning else None
         if k == 1:
-            mean = conditioned_mean(mean, coefs, pixels, quantized, self.config.coef_frac)
+            mean = conditioned_mean(mean, coefs, pixels, exact=quantized, coef_frac=self.config.coef_frac)
             return discretized_logistic_log_mass(pixels, *codes_to_bins(mean, log_scale), PIXEL_BINS).sum(1)
         log_p = []
         for mean_k, log_scale_k, *coefs_k in zip(*(t.chunk(k, 1) for t in [mean, log_scale] + ([coefs] if conditioning else []))):
-            mean_k = conditioned_mean(mean_k, coefs_k[0] if coefs_k else None, pixels, quantized, self.config.coef_frac)
+            mean_k = conditioned_mean(mean_k, coefs_k[0] if coefs_k else None, pixels, exact=quantized, coef_frac=self.config.coef_frac)
             log_p.append(discretized_logistic_log_mass(pixels, *codes_to_bins(mean_k, log_scale_k), PIXEL_BINS).sum(1))
         return torch.logsumexp(torch.stack(log_p, 1) + F.log_softmax(rest[-1] / (1 << LOGIT_FRAC), 1), 1)
 
