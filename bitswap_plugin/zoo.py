@@ -65,7 +65,7 @@ def load_model_file(path: str | os.PathLike) -> IntegerVAE:
     return architecture.integer_model.from_tensors(metadata, tensors)
 
 
-DEFAULT_MODELS = {3: "polyphase-rgb-l4-mix3", 1: "polyphase-gray-l4-mix3"}
+DEFAULT_MODELS = {3: "polyphase-rgb-l4-mix3-2", 1: "polyphase-gray-l4-mix3-2"}
 """Default model name by number of image channels."""
 
 _registry: dict[str, Path] = {}
