@@ -87,9 +87,10 @@ class ModelConfig:
     omitted_at_default: ClassVar[tuple[str, ...]] = ("head_input_bits", "upper_width", "upper_blocks")
     """Fields :meth:`to_json` leaves out when they hold their default."""
     growable: ClassVar[tuple[str, ...]] = ("head_input_bits", "width", "res_blocks", "upper_width", "upper_blocks", "latent_channels")
-    """Fields in which a model may differ from the trained weights it starts from: networks whose
-    shapes change start fresh (e.g. narrower latent networks beside trained pixel passes), except
-    that fewer latent channels keep the trained ones that carry the most; the quantizers are
+    """Fields in which a model may differ from the trained weights it starts from: wider or deeper
+    networks start as the trained ones (new channels and blocks add nothing yet), fewer latent
+    channels keep the trained ones that carry the most, and other networks whose shapes change
+    start fresh (e.g. narrower latent networks beside trained pixel passes); the quantizers are
     calibrated anew anyway."""
 
     def __post_init__(self) -> None:

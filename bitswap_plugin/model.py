@@ -447,11 +447,13 @@ class BitSwapVAE(nn.Module):
         return self.integer_type(self.config, {name: export_net(net) for name, net in self.integer_networks()})
 
     def adopt(self, other: BitSwapVAE, keep: list[list[int]] | None = None) -> list[str]:
-        """Copy the weights of each network ``other`` has under the same name and with the same shapes
-        (growing a trained model, e.g. by polyphase levels); returns the names of the networks left as they were.
+        """Copy the weights of each network ``other`` has under the same name (growing a trained
+        model, e.g. by polyphase levels); returns the names of the networks left as they were.
 
-        ``keep`` (one list per latent layer, z1 first) names the channels of ``other``'s latents this
-        model keeps, where it has fewer: networks then adopt the weights that read and write those."""
+        A network that is wider or has more residual blocks than ``other``'s, with the same inputs and
+        outputs, starts as that one: see :func:`_grown_state`. ``keep`` (one list per latent layer, z1
+        first) names the channels of ``other``'s latents this model keeps, where it has fewer:
+        networks then adopt the weights that read and write those."""
         theirs = dict(other.integer_networks())
         ports = self.latent_ports()
         fresh = []
@@ -459,10 +461,11 @@ class BitSwapVAE(nn.Module):
             state = theirs[name].state_dict() if name in theirs else {}
             if state and keep is not None:
                 state = _select_latent_channels(state, *ports[name], keep, other.config.latent_channels)
-            if {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in net.state_dict().items()}:
-                net.load_state_dict({**state, **{key: getattr(net, key).clone() for key in _SPEC_BUFFERS}})
-            else:
+            grown = _grown_state(state, net.state_dict()) if state else None
+            if grown is None:
                 fresh.append(name)
+            else:
+                net.load_state_dict({**grown, **{key: getattr(net, key).clone() for key in _SPEC_BUFFERS}})
         return fresh
 
     def latent_ports(self) -> dict[str, tuple[tuple[int, int] | None, int | None]]:
@@ -482,6 +485,34 @@ class BitSwapVAE(nn.Module):
 
 _SPEC_BUFFERS = ("head_gain", "head_offset")
 """A network's buffers its spec fixes (e.g. the coefficient codes' precision), kept when it adopts weights."""
+
+
+def _grown_state(theirs: dict[str, torch.Tensor], mine: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """A network's state holding the trained ``theirs`` inside its own initial ``mine``, or None
+    where ``mine`` is not ``theirs`` grown (narrower, other inputs or outputs).
+
+    Growing keeps the function (in float mode): each trained tensor fills the leading corner of its
+    own, the channels a wider network adds keep their initial weights but nothing trained reads
+    them (zero weights from new inputs to trained outputs), and added residual blocks start as the
+    identity (their second convolution is zero). New channels learn from the first step, since the
+    zero weights reading them get gradients. The quantizers' steps need calibrating again."""
+    if not theirs.keys() <= mine.keys() or any(
+        old.dim() != mine[key].dim() or any(a > b for a, b in zip(old.shape, mine[key].shape)) for key, old in theirs.items()
+    ):
+        return None
+    ends = ("conv_in.conv.weight", 1), ("head.conv.weight", 0)  # the network's inputs, its outputs
+    if any(theirs[key].shape[dim] != mine[key].shape[dim] for key, dim in ends):
+        return None
+    state = {}
+    for key, value in mine.items():
+        value = value.clone()
+        old = theirs.get(key)
+        if old is not None:
+            value[tuple(slice(0, n) for n in old.shape)] = old
+            if value.dim() == 4:  # a convolution: its trained outputs read no new input channel
+                value[: old.shape[0], old.shape[1] :] = 0
+        state[key] = value
+    return state
 
 
 def _select_latent_channels(

@@ -85,7 +85,7 @@ class PolyphaseConfig(ModelConfig):
     what rounding them cost (about 0.003 bits per subpixel), with no retraining."""
 
     omitted_at_default: ClassVar[tuple[str, ...]] = ModelConfig.omitted_at_default + ("levels", "mixture", "coef_frac")
-    growable: ClassVar[tuple[str, ...]] = ModelConfig.growable + ("levels", "mixture", "coef_frac")
+    growable: ClassVar[tuple[str, ...]] = ModelConfig.growable + ("context_width", "context_blocks", "levels", "mixture", "coef_frac")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -236,6 +236,29 @@ def test_a_grown_model_adopts_the_networks_it_shares(trained):
             assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), theirs[name].state_dict().values())), name
 
 
+def test_a_wider_deeper_model_starts_as_the_trained_one_and_learns_with_its_new_channels(trained):
+    """Growing ``context_width``, ``context_blocks``, ``width`` and ``res_blocks`` keeps every
+    trained weight and the float model's function; the new channels are live (they get gradients)."""
+    model, data = trained
+    config = model.config
+    grown = PolyphaseBitSwapVAE(dataclasses.replace(config, context_width=config.context_width + 6, context_blocks=config.context_blocks + 1,
+                                                    width=config.width + 4, res_blocks=config.res_blocks + 1, name="grown-wider"))
+    assert grown.adopt(model) == []
+    assert grown.p[0].nets[-1].conv_in.conv.weight.shape[0] == config.context_width + 6 and len(grown.q[0].blocks) == config.res_blocks + 1
+    reference = copy.deepcopy(model)
+    reference.quantized = False  # growing keeps the float model; quantizers are calibrated anew
+    generator = torch.Generator().manual_seed(0)
+    before = reference(data[:8], generator=generator).neg_elbo
+    after = grown(data[:8], generator=generator.manual_seed(0)).neg_elbo
+    assert torch.allclose(before, after, rtol=1e-5), (float(before), float(after.detach()))
+    head = grown.p[0].nets[-1].head.conv.weight
+    assert bool((head[:, config.context_width :] == 0).all()) and bool((grown.p[0].nets[-1].conv_in.conv.weight != 0).any())
+    after.backward()
+    assert float(head.grad[:, config.context_width :].abs().sum()) > 0  # the zero weights reading new channels learn
+    narrower = PolyphaseBitSwapVAE(dataclasses.replace(config, context_width=config.context_width - 2, name="narrower"))
+    assert narrower.adopt(model) == [p.name for p in pass_plan(config)]
+
+
 def test_finer_coefficient_codes_carry_the_same_float_model(trained):
     """``coef_frac`` only changes how finely the integer model rounds the coefficients: a model
     adopting weights of another precision gives the same float likelihood, its codes scaled."""

@@ -228,17 +228,18 @@ def test_train_a_polyphase_model(data: Path, tmp_path: Path) -> None:
              "--val-every", "5", "--threads", "1")
     assert _train(data, tmp_path / "one", *extra) == 0
     grown = tmp_path / "grown"
-    # ... its heads widened to 10-bit inputs, which only the quantization sees, and the networks
-    # above z1 made lean (they start fresh; q(z1 | x) and the passes keep their weights)
-    assert _train(data, grown, *extra, "--levels", "2", "--head-input-bits", "10", "--upper-width", "16", "--upper-blocks", "0",
-                  "--name", "grown", "--init", str(tmp_path / "one" / "polyphase-rgb.float.safetensors")) == 0
+    # ... its heads widened to 10-bit inputs, which only the quantization sees, the networks above
+    # z1 made lean (they start fresh; q(z1 | x) keeps its weights) and the passes wider (the trained
+    # ones grow, keeping theirs)
+    assert _train(data, grown, *extra, "--levels", "2", "--head-input-bits", "10", "--upper-width", "4", "--upper-blocks", "0",
+                  "--context-width", "10", "--name", "grown", "--init", str(tmp_path / "one" / "polyphase-rgb.float.safetensors")) == 0
     [fresh] = [r["fresh_networks"] for r in read_log(grown / "log.jsonl") if "fresh_networks" in r]
     assert sorted(fresh) == ["p.1", "pass.0.0", "pass.0.1", "pass.0.2", "pass.0.3", "q.1"]
     config = load_float_model(grown / "grown.float.safetensors").config
     integer = load_model_file(grown / "grown.safetensors")
     assert (config.levels, config.head_input_bits, integer.config.head_input_bits) == (2, 10, 10)
-    assert (integer.config.net_size(0), integer.config.net_size(1)) == ((8, 0), (16, 0))
-    assert integer._nets["q.0"].conv_in.weight.shape[0] == 8 and integer._nets["q.1"].conv_in.weight.shape[0] == 16
+    assert (integer.config.net_size(0), integer.config.net_size(1)) == ((8, 0), (4, 0))
+    assert [integer._nets[name].conv_in.weight.shape[0] for name in ("q.0", "q.1", "pass.1")] == [8, 4, 10]
     name = zoo.register_model(grown / "grown.safetensors", "grown-in-test")
     assert np.array_equal(decompress(compress(image, model=name, method="bitswap")), image)
     # with fewer latent channels: every network adopts the weights of the channels that carry the most
