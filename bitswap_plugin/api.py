@@ -9,6 +9,7 @@ header (``read_info``, ``bitswap info``, Pillow's ``Image.open``) stays light.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import zlib
 from collections.abc import Callable, Mapping
@@ -339,6 +340,21 @@ def _classical_stream(header: container.Header, coded: np.ndarray, method: str, 
     return container.pack(dataclasses.replace(header, plan=StreamPlan(method)), payload)
 
 
+def _batches_on_threads(function: Callable) -> Callable:
+    """``function`` run inside :func:`~.integer_model.batches_on_threads` (imported when called:
+    classical streams never load torch)."""
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        from .integer_model import batches_on_threads
+
+        with batches_on_threads():
+            return function(*args, **kwargs)
+
+    return run
+
+
+@_batches_on_threads
 def _learned_stream(
     header: container.Header, coded: np.ndarray, mode: str, names: list[str], device: torch.device, progress: Progress | None
 ) -> bytes:
@@ -492,6 +508,7 @@ def _restore_planes(coded: np.ndarray, header: container.Header) -> np.ndarray:
     return np.concatenate([colour, alpha], axis=3)
 
 
+@_batches_on_threads
 def _decode_learned(
     header: container.Header, head: bytes, tail: bytes, device: torch.device, batch_size: int | None, progress: Progress | None
 ) -> np.ndarray:

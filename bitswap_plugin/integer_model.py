@@ -33,11 +33,14 @@ Files are safetensors (no pickle) with the architecture id and the
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -378,11 +381,49 @@ class IntegerVAE:
 
 def batched(network: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], inp: torch.Tensor,
             batch: int | None) -> tuple[torch.Tensor, ...]:
-    """``network(inp)`` computed ``batch`` patches at a time (all at once for None)."""
+    """``network(inp)`` computed ``batch`` patches at a time (all at once for None); inside
+    :func:`batches_on_threads`, CPU batches run side by side. Every batch's codes are the same
+    whichever thread computes them."""
     if batch is None or inp.shape[0] <= batch:
         return network(inp)
-    parts = [network(inp[i : i + batch]) for i in range(0, inp.shape[0], batch)]
+    chunks = inp.split(batch)
+    threads = _BATCH_THREADS.get() if inp.device.type == "cpu" else 1
+    parts = list(_batch_pool(threads).map(network, chunks)) if threads > 1 else [network(chunk) for chunk in chunks]
     return tuple(torch.cat(part) for part in zip(*parts))
+
+
+_BATCH_THREADS: contextvars.ContextVar[int] = contextvars.ContextVar("batch_threads", default=1)
+_BATCH_POOLS: dict[int, ThreadPoolExecutor] = {}
+os.register_at_fork(after_in_child=_BATCH_POOLS.clear)  # a forked child has none of the parent's threads
+
+
+@contextlib.contextmanager
+def batches_on_threads() -> Iterator[None]:
+    """Spend the calling thread's torch threads on network batches side by side, one thread each,
+    and run everything else on one thread. A coder's networks see 32 patches at a time and its
+    other operations are small: on two cores, one thread gave kodim05 in 2.9 s each way, both
+    threads on every operation 3.4 s / 4.0 s (each parallel region wakes sleeping threads), two
+    batches at once 2.3 s (``benchmarks/RESULTS.md``)."""
+    threads = torch.get_num_threads()
+    if threads <= 1:
+        yield
+        return
+    token = _BATCH_THREADS.set(threads)
+    torch.set_num_threads(1)  # this thread's own setting (OpenMP's is per thread)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        _BATCH_THREADS.reset(token)
+
+
+def _batch_pool(threads: int) -> ThreadPoolExecutor:
+    """``threads`` worker threads with one torch thread each (made once per size)."""
+    pool = _BATCH_POOLS.get(threads)
+    if pool is None:
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="bitswap-batch", initializer=torch.set_num_threads, initargs=(1,))
+        pool = _BATCH_POOLS.setdefault(threads, pool)
+    return pool
 
 
 def save_integer_model(model: IntegerVAE, path: str | os.PathLike) -> None:

@@ -52,3 +52,22 @@ def test_encoding_is_identical_across_isa_and_threads(tmp_path: Path):
         _run(ENCODE, str(source), str(target), "bitswap", env=env)
         digests.add(hashlib.sha256(target.read_bytes()).hexdigest())
     assert len(digests) == 1
+
+
+
+BATCHES_ON_THREADS = """
+import sys, numpy as np, torch, bitswap_plugin as bsw
+image, data = np.load(sys.argv[1]), open(sys.argv[2], "rb").read()
+torch.set_num_threads(2)
+print("decodes:", np.array_equal(bsw.decompress(data, batch_size=2), image))  # network batches side by side, one thread each
+"""
+
+
+def test_network_batches_on_threads_decode_alike(tmp_path: Path):
+    image = kodak_image(11, (96, 64))
+    source, encoded = tmp_path / "image.npy", tmp_path / "image.bsw"
+    np.save(source, image)
+    _run(ENCODE, str(source), str(encoded), "bitswap")
+    run = subprocess.run([sys.executable, "-c", BATCHES_ON_THREADS, str(source), str(encoded)], capture_output=True, text=True,
+                         timeout=600, check=True)
+    assert "decodes: True" in run.stdout
