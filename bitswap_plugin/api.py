@@ -233,6 +233,24 @@ def _drop_redundant_planes(stack: np.ndarray, mode: str, grey_allowed: bool = Tr
     return coded, grey, alpha
 
 
+def _batches_on_threads(function: Callable) -> Callable:
+    """``function`` run inside :func:`~.integer_model.batches_on_threads` (imported when called:
+    classical streams never load torch). Every function here that runs torch does: besides the
+    speed, torch then never starts a team of OpenMP threads on the caller's thread, and a process
+    forked afterwards (``multiprocessing``'s default on Linux) can still code; with GNU OpenMP a
+    child of a process whose thread led such a team hangs at its first parallel operation."""
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        from .integer_model import batches_on_threads
+
+        with batches_on_threads():
+            return function(*args, **kwargs)
+
+    return run
+
+
+@_batches_on_threads
 def _learned_may_win(coded: np.ndarray, mode: str, names: list[str], classical_bytes: int) -> bool:
     """Whether the learned coder may beat ``classical_bytes``: always for small images, else when
     the -ELBO of an evenly spaced sample of patches, scaled to the image, is not far above it.
@@ -338,20 +356,6 @@ def _classical_stream(header: container.Header, coded: np.ndarray, method: str, 
     if method != "raw" and not np.array_equal(classical.decode(payload, method, coded.shape), coded):
         return None  # a library's quirk must never cost pixels: checking costs a fast decode
     return container.pack(dataclasses.replace(header, plan=StreamPlan(method)), payload)
-
-
-def _batches_on_threads(function: Callable) -> Callable:
-    """``function`` run inside :func:`~.integer_model.batches_on_threads` (imported when called:
-    classical streams never load torch)."""
-
-    @functools.wraps(function)
-    def run(*args, **kwargs):
-        from .integer_model import batches_on_threads
-
-        with batches_on_threads():
-            return function(*args, **kwargs)
-
-    return run
 
 
 @_batches_on_threads
@@ -545,9 +549,10 @@ def _decode_learned(
 # -- analysis: what the model and the coder cost, for experiments and benchmarks ----------
 
 _ELBO_BATCH = 256
-"""Patches per -ELBO network call (bounds memory on large images)."""
+"""Patches per -ELBO evaluation (bounds memory on large images); its networks see a coder's batches."""
 
 
+@_batches_on_threads
 def message_bits(array: object, *, model: str | None = None, method: str = "bitswap") -> int:
     """Bits of the ANS message (lane heads and tail, seed included; no header) that codes ``array``
     as one bits-back chain from a one-patch seed: the learned coder's own cost, with none of
@@ -563,6 +568,7 @@ def message_bits(array: object, *, model: str | None = None, method: str = "bits
     return 8 * (len(heads) + len(tail))
 
 
+@_batches_on_threads
 def neg_elbo_bits(array: object, *, model: str | None = None, seed: int = 0) -> float:
     """The models' negative ELBO of ``array`` in bits: the expected size of the message coding its
     patches (one latent sample per patch, drawn with ``seed``; every term an exact ANS cost),
@@ -578,6 +584,7 @@ def _neg_elbo(planes: list, generator: torch.Generator, chosen: set[int] | None 
     """-ELBO in bits of the patches of ``planes`` (numbered along the chain), or of those ``chosen``."""
     import torch
 
+    from .coders import network_batch
     from .integer_model import integer_neg_elbo
 
     bits, first = 0.0, 0
@@ -594,5 +601,5 @@ def _neg_elbo(planes: list, generator: torch.Generator, chosen: set[int] | None 
         patches = torch.cat(parts)
         for start in range(0, patches.shape[0], _ELBO_BATCH):
             part = patches[start : start + _ELBO_BATCH]
-            bits += integer_neg_elbo(plane_model, part, generator) * part.numel()
+            bits += integer_neg_elbo(plane_model, part, generator, network_batch(part.device)) * part.numel()
     return bits

@@ -473,12 +473,13 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, 
 @torch.no_grad()
 def integer_elbo_terms(
     model: IntegerVAE, x: torch.Tensor, generator: torch.Generator | None = None, recon_steps: list | None = None,
-    channel_bits: list | None = None,
+    channel_bits: list | None = None, batch: int | None = None,
 ) -> tuple[float, list[float]]:
     """(reconstruction, KL of each latent layer) of uint8 patches ``x`` in bits, one latent sample;
     ``recon_steps``, if given, gets the (index into x, bits) of each of the likelihood's steps, and
     ``channel_bits`` per latent layer the (KL, posterior information) of each channel, (2, C) float64
     summed over the patches: what a channel carries, and what popping it from an empty message takes.
+    The networks see ``batch`` patches at a time (all at once for None), as :func:`batched` runs them.
 
     Latents are drawn exactly from the integer posteriors' quantized
     frequencies, and every term is the ANS cost ``-log2(freq / 2**PRECISION)``
@@ -490,16 +491,16 @@ def integer_elbo_terms(
     zs, posterior_bits = [], []
     inp = x
     for level in range(model.config.latent_layers):
-        dist = model.posterior(level, inp)
+        dist = model.posterior(level, inp, batch)
         z = dist.locate(torch.randint(0, TOTAL, (len(dist),), generator=generator, device=x.device))[0]
         posterior_bits.append(dist.information(z).view(latent_shape))
         inp = z.view(latent_shape)
         zs.append(inp)
-    steps = [(index, float(dist.information(x[index]).sum())) for index, dist in model.likelihood(zs[0]).steps(x)]
+    steps = [(index, float(dist.information(x[index]).sum())) for index, dist in model.likelihood(zs[0], batch=batch).steps(x)]
     if recon_steps is not None:
         recon_steps.extend(steps)
     recon = sum(bits for _, bits in steps)
-    priors = [model.prior(level, zs[level]) for level in range(1, model.config.latent_layers)] + [model.top_prior(zs[-1].numel())]
+    priors = [model.prior(level, zs[level], batch) for level in range(1, model.config.latent_layers)] + [model.top_prior(zs[-1].numel())]
     kl = []
     for z, prior, posterior in zip(zs, priors, posterior_bits):
         per_channel = torch.stack([prior.information(z).view(latent_shape) - posterior, posterior]).sum((1, 3, 4))
@@ -509,8 +510,9 @@ def integer_elbo_terms(
     return recon, kl
 
 
-def integer_neg_elbo(model: IntegerVAE, x: torch.Tensor, generator: torch.Generator | None = None) -> float:
+def integer_neg_elbo(model: IntegerVAE, x: torch.Tensor, generator: torch.Generator | None = None,
+                     batch: int | None = None) -> float:
     """Expected bits-back code length of uint8 patches ``x`` in bits per subpixel (one latent sample):
     :func:`integer_elbo_terms` summed."""
-    recon, kl = integer_elbo_terms(model, x, generator)
+    recon, kl = integer_elbo_terms(model, x, generator, batch=batch)
     return (recon + sum(kl)) / x.numel()

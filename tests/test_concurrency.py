@@ -1,4 +1,5 @@
-"""Threads and processes coding at once: no corruption, no deadlock, one model however many threads race its load.
+"""Threads and processes coding at once: no corruption, no deadlock, one model however many threads race its load,
+and a process forked after coding codes too.
 
 The workloads are those of ``benchmarks/stress.py`` at CI size (tiny models,
 small images, a few rounds). Each runs under a deadline, so a deadlock fails
@@ -8,6 +9,7 @@ the test instead of hanging it; the stores are read back here, afresh.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -78,3 +80,32 @@ def test_processes_write_disjoint_chunks_of_one_store(tmp_path):
                              "zarr v3": chunks * rounds, "zarr v2": chunks * rounds}
     for fmt in (3, 2):
         np.testing.assert_array_equal(_stored(tmp_path / f"processes-v{fmt}.zarr"), _chunks([rounds] * chunks))
+
+
+FORKED_AFTER_CODING = """
+import multiprocessing, sys
+import numpy as np, torch
+from PIL import Image
+import bitswap_plugin as bsw
+
+torch.set_num_threads(2)
+image = np.pad(np.asarray(Image.open(sys.argv[1]).convert("RGB")), ((0, 128), (0, 128), (0, 0)), "reflect")  # 144 patches: auto estimates first
+data = bsw.compress(image)
+
+
+def child(_):
+    again = bsw.compress(image)
+    return again == data, np.array_equal(bsw.decompress(data), image)
+
+
+with multiprocessing.get_context("fork").Pool(1) as pool:
+    print(pool.map_async(child, [0]).get(timeout=60))
+"""
+
+
+def test_a_process_forked_after_coding_on_two_threads_codes_too():
+    """multiprocessing's default on Linux forks; GNU OpenMP hangs a child whose parent thread led a team."""
+    sample = Path(__file__).resolve().parents[1] / "bitswap_plugin" / "samples" / "astronaut.png"
+    run = subprocess.run([sys.executable, "-c", FORKED_AFTER_CODING, str(sample)], capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[(True, True)]"
