@@ -75,8 +75,10 @@ def test_network_coded_mutations(seeds):
 
 def test_watchdog_saves_slow_inputs(seeds, tmp_path):
     """With a 5 ms limit, inputs decoded through the network are hangs (on an idle machine a tiny model
-    decodes a two-patch seed in well under 50 ms): each is saved, its worker replaced."""
-    fuzzer = fuzz.Fuzzer(seeds, tmp_path, workers=1, chance=0.5, seed=1, timeout=0.005, rss_limit=4096)
+    decodes a two-patch seed in well under 50 ms): each is saved, its worker replaced. Every input is
+    a network-coded seed's: the watchdog looks about every 0.2 s, and with half of them shallow its
+    few looks in 40 inputs could all fall between slow ones."""
+    fuzzer = fuzz.Fuzzer(seeds, tmp_path, workers=1, chance=1.0, seed=1, timeout=0.005, rss_limit=4096)
     report = fuzzer.run(inputs=40, seconds=300)
     assert report["inputs"] >= 40 and set(report["failures"]) == {"hang"}, report
     saved = sorted(path.stem for path in tmp_path.glob("hang-*.txt"))
