@@ -12,8 +12,8 @@ in the shape ``read_info`` promised. Anything else (another exception, a
 disagreement) is a *crash*.
 
 The inputs are mutations of real files (:func:`seed_files`: tiny images of every
-mode, a stack, both methods, coded by the tiny models, some all-deflate and some
-through the network) made by :func:`mutate`: bit flips, byte edits,
+mode, a stack, both methods, coded by the tiny models and by the default
+polyphase models, some all-deflate and some through the network) made by :func:`mutate`: bit flips, byte edits,
 insertions, deletions, splices, truncations, and edits of parsed header fields
 (u8/u32 fields, varints re-encoded with other lengths, model names and
 digests, whole groups added or removed), after which the header CRC is
@@ -148,7 +148,9 @@ def seed_files(deep: bool = True) -> dict[str, bytes]:
     and with ``deep`` files named ``deep-...``, coded through the network: a seed patch
     and one coded patch, the fewest a network decode can have; for those the
     all-deflate option of ``compress`` is switched off while they are written.
-    Seeds of more than one patch are switched off for all of them.
+    Seeds of more than one patch are switched off for all of them. Two deep files
+    are smooth images coded by the default models, whose headers carry the scale
+    offsets and smooth-area blends of every likelihood step.
     """
     with Image.open(SAMPLE) as image:
         rgb = np.asarray(image.convert("RGB"))
@@ -161,11 +163,16 @@ def seed_files(deep: bool = True) -> dict[str, bytes]:
         "rgba-33x33-bitswap": (rgba[:33, :33], "tiny-rgb", "bitswap"),
         "stack-2x20x16-bbans": (rgb[:40, 100:116].reshape(2, 20, 16, 3), "tiny-rgb", "bbans"),
     }
+    yy, xx = np.mgrid[0:32, 0:64]
+    waves = (96 + 60 * np.sin(yy / 8.0) + 50 * np.cos(xx / 7.0)).astype(np.uint8)
     coded = {
         "deep-l-32x64-bitswap": (gray[100:132, 100:164], "tiny-gray", "bitswap"),
         "deep-l-32x64-bbans": (gray[100:132, 100:164], "tiny-gray", "bbans"),
         "deep-rgb-40x24-bbans": (rgb[100:140, 100:124], "tiny-rgb", "bbans"),
         "deep-rgba-16x24-bitswap": (rgba[200:216, 200:224], "tiny-rgb", "bitswap"),
+        # the default (polyphase, mixture) models on smooth content: headers with scale offsets and blends
+        "deep-rgb-32x64-polyphase-bitswap": (np.dstack([waves, waves // 2 + 30, 255 - waves]), None, "bitswap"),
+        "deep-l-32x64-polyphase-bbans": ((xx // 8 * 30 + yy // 16 * 5).astype(np.uint8), None, "bbans"),
     }
     files = {}
     for group, small in ((stored, 1 << 30), (coded if deep else {}, 0)):
