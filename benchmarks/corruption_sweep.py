@@ -1,11 +1,12 @@
 """Corruption sweep: a damaged file decodes to its exact pixels or raises a documented error.
 
     python benchmarks/corruption_sweep.py [--flips 10000] [--seconds-per-file S] [--seed 0]
-                                          [--json benchmarks/results/corruption-sweep.json]
+                                          [--files NAME ...] [--json benchmarks/results/corruption-sweep.json]
 
 Five real files from the fuzzer's seeds (``fuzz.seed_files``): L, RGB and RGBA
 coded through the network (Bit-Swap and BB-ANS), LA and a stack stored
-all-deflated, as ``compress`` stores images this small. For each, ``decompress``
+all-deflated, as ``compress`` stores images this small; ``--files`` names
+other seeds (such as the default models' ``deep-*-polyphase-*``). For each, ``decompress``
 runs on every truncation (every length from 0 to the file's length - 1) and
 on ``--flips`` copies with one random bit flipped. Each outcome is a clean
 error (a ``BitSwapError``), the exact original pixels, wrong pixels without an
@@ -81,13 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flips", type=int, default=10_000, help="bit flips per file")
     parser.add_argument("--seconds-per-file", type=float, default=float("inf"), help="stop a file's flips after this long")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--files", nargs="+", default=list(FILES), help="names of fuzz.seed_files to sweep")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "corruption-sweep.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     files = seed_files()
     report = {}
     print(f"{'file':26} {'kind':10} {'count':>6} " + " ".join(f"{name:>6}" for name in OUTCOMES) + "  seconds")
-    for name in FILES:
+    unknown = sorted(set(args.files) - set(files))
+    if unknown:
+        parser.error(f"no such seed file: {', '.join(unknown)} (there are {', '.join(sorted(files))})")
+    for name in args.files:
         start = time.monotonic()
         counts = sweep(files[name], args.flips, random.Random(f"{args.seed}-{name}"), args.seconds_per_file)
         report[name] = {"bytes": len(files[name]), "seconds": round(time.monotonic() - start, 1)}
