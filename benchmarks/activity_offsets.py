@@ -37,8 +37,7 @@ import torch
 from PIL import Image
 
 from bitswap_plugin import api, zoo
-from bitswap_plugin.coders import SCALE_OFFSET_MOVES, _JointSteps, _no_prediction, posterior_sample
-from bitswap_plugin.distributions import DiscretizedMixture
+from bitswap_plugin.coders import SCALE_OFFSET_MOVES, _JointSteps, joint_steps
 from bitswap_plugin.fixedpoint import CODE_LENGTH_FRAC
 from bitswap_plugin.integer_model import IntegerVAE
 from model_report import validation_paths
@@ -46,29 +45,10 @@ from model_report import validation_paths
 CROP = (512, 768)
 
 
-def joint_steps(model: IntegerVAE, x: torch.Tensor, edges: torch.Tensor) -> tuple[_JointSteps, torch.Tensor, int]:
-    """All likelihood steps of patches ``x`` as one family, each symbol's activity class, and the step count."""
-    with torch.no_grad():
-        likelihood = model.likelihood(posterior_sample(model, x, torch.Generator().manual_seed(0)))
-        parts = list(likelihood.predicted_steps(x))
-    sizes = torch.tensor([len(family) for _, family, _ in parts])
-    predictions = [_no_prediction(len(family), x.device) if p is None else p for _, family, p in parts]
-    spread = torch.cat([s for _, s in predictions])
-    steps = _JointSteps(
-        torch.repeat_interleave(torch.arange(len(parts)), sizes),
-        torch.cat([family.mean for _, family, _ in parts], -1),
-        torch.cat([family.log_scale for _, family, _ in parts], -1),
-        torch.cat([x[index].reshape(-1) for index, _, _ in parts]),
-        parts[0][1].num_bins,
-        (torch.cat([t for t, _ in predictions]), spread),
-        torch.cat([family.weights for _, family, _ in parts], -1) if isinstance(parts[0][1], DiscretizedMixture) else None,
-    )
-    return steps, torch.bucketize(spread, edges), len(parts)
-
-
-def by_class(steps: _JointSteps, classes: torch.Tensor, count: int) -> _JointSteps:
-    """``steps`` with each (step, class) a step of its own."""
-    return _JointSteps(steps.step_of * count + classes, steps.mean, steps.log_scale, steps.symbols, steps.num_bins,
+def by_class(steps: _JointSteps, edges: torch.Tensor) -> _JointSteps:
+    """``steps`` with each (step, class of the neighbour spread cut at ``edges``) a step of its own."""
+    classes = torch.bucketize(steps.prediction[1], edges)
+    return _JointSteps(steps.step_of * (len(edges) + 1) + classes, steps.mean, steps.log_scale, steps.symbols, steps.num_bins,
                        steps.prediction, steps.weights)
 
 
@@ -88,14 +68,14 @@ def measure(model: IntegerVAE, image: np.ndarray, edges: torch.Tensor) -> dict[s
     total = len(plane.grid)
     x = plane.grid.extract(plane.pixels, 0, total)
     chosen = torch.from_numpy(np.unique(np.linspace(0, total - 1, min(api._FIT_FROM_PATCHES, total)).round().astype(int)))
-    classes = len(edges) + 1
-    sample, sample_classes, count = joint_steps(model, x[chosen], edges)
-    everything, all_classes, _ = joint_steps(model, x, edges)
-    classed = by_class(everything, all_classes, classes)
+    classes, count = len(edges) + 1, model.likelihood_steps
+    with torch.no_grad():
+        sample, everything = (joint_steps(model, part, torch.Generator().manual_seed(0)) for part in (x[chosen], x))
+    classed = by_class(everything, edges)
     return {
         "none": bits(everything, torch.zeros(count, dtype=torch.int64)),
         "step": bits(everything, fitted(sample, count)) + 8 * count,
-        "class": bits(classed, fitted(by_class(sample, sample_classes, classes), count * classes)) + 8 * count * classes,
+        "class": bits(classed, fitted(by_class(sample, edges), count * classes)) + 8 * count * classes,
         "class, fitted on all": bits(classed, fitted(classed, count * classes)),
     }
 

@@ -6,8 +6,8 @@
 Five real files from the fuzzer's seeds (``fuzz.seed_files``): L, RGB and RGBA
 coded through the network (Bit-Swap and BB-ANS), LA and a stack stored
 all-deflated, as ``compress`` stores images this small; ``--files`` names
-other seeds (such as the default models' ``deep-*-polyphase-*``). For each, ``decompress``
-runs on every truncation (every length from 0 to the file's length - 1) and
+other seeds (such as the default models' ``deep-*-polyphase-*``). For each,
+``decompress`` runs on every truncation (every length from 0 to the file's length - 1) and
 on ``--flips`` copies with one random bit flipped. Each outcome is a clean
 error (a ``BitSwapError``), the exact original pixels, wrong pixels without an
 error (must never happen) or a crash (any other exception); a wrong or crashing
@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     files = seed_files()
-    report = {}
-    print(f"{'file':26} {'kind':10} {'count':>6} " + " ".join(f"{name:>6}" for name in OUTCOMES) + "  seconds")
     unknown = sorted(set(args.files) - set(files))
     if unknown:
         parser.error(f"no such seed file: {', '.join(unknown)} (there are {', '.join(sorted(files))})")
+    report = {}
+    print(f"{'file':26} {'kind':10} {'count':>6} " + " ".join(f"{name:>6}" for name in OUTCOMES) + "  seconds")
     for name in args.files:
         start = time.monotonic()
         counts = sweep(files[name], args.flips, random.Random(f"{args.seed}-{name}"), args.seconds_per_file)

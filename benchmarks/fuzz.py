@@ -13,8 +13,8 @@ disagreement) is a *crash*.
 
 The inputs are mutations of real files (:func:`seed_files`: tiny images of every
 mode, a stack, both methods, coded by the tiny models and by the default
-polyphase models, some all-deflate and some through the network) made by :func:`mutate`: bit flips, byte edits,
-insertions, deletions, splices, truncations, and edits of parsed header fields
+polyphase models, some all-deflate and some through the network) made by
+:func:`mutate`: bit flips, byte edits, insertions, deletions, splices, truncations, and edits of parsed header fields
 (u8/u32 fields, varints re-encoded with other lengths, model names and
 digests, whole groups added or removed), after which the header CRC is
 recomputed nine times in ten, so mutations reach the checks behind it.
@@ -62,7 +62,7 @@ import torch
 from PIL import Image
 
 import bitswap_plugin as bsw
-from bitswap_plugin import api, coders, container, zoo
+from bitswap_plugin import api, coders, zoo
 from bitswap_plugin.errors import BitSwapError
 from bitswap_plugin.fileformat import MODES
 from bitswap_plugin.numcodecs_codec import BitSwap

@@ -510,22 +510,8 @@ def fit_adjustments(model: IntegerVAE, x: torch.Tensor, generator: torch.Generat
     (:func:`~.fixedpoint.code_length`) and the sample is drawn from ``generator`` on the CPU, so
     every device and thread count finds the same adjustments.
     """
-    likelihood = model.likelihood(posterior_sample(model, x, generator))
-    parts = list(likelihood.predicted_steps(x) if model.pixel_context else ((i, f, None) for i, f in likelihood.steps(x)))
-    sizes = torch.tensor([len(family) for _, family, _ in parts], device=x.device)
-    step_of = torch.repeat_interleave(torch.arange(len(parts), device=x.device), sizes)
-    predictions = [_no_prediction(len(family), x.device) if prediction is None else prediction for _, family, prediction in parts]
-    mixture = isinstance(parts[0][1], DiscretizedMixture)
-    steps = _JointSteps(
-        step_of,
-        torch.cat([family.mean for _, family, _ in parts], -1),
-        torch.cat([family.log_scale for _, family, _ in parts], -1),
-        torch.cat([x[index].reshape(-1) for index, _, _ in parts]),
-        parts[0][1].num_bins,
-        (torch.cat([target for target, _ in predictions]), torch.cat([spread for _, spread in predictions])),
-        torch.cat([family.weights for _, family, _ in parts], -1) if mixture else None,
-    )
-    none = torch.zeros(len(parts), dtype=torch.int64, device=x.device)
+    steps = joint_steps(model, x, generator)
+    none = torch.zeros(model.likelihood_steps, dtype=torch.int64, device=x.device)
     unadjusted = steps.lengths(none, steps.mean)
     offsets, length = steps.descend(none, steps.mean, unadjusted, SCALE_OFFSET_MOVES)
     fits = [(StepAdjustments(tuple(offsets.tolist())), int((unadjusted - length).sum()) / (1 << CODE_LENGTH_FRAC))]
@@ -535,6 +521,25 @@ def fit_adjustments(model: IntegerVAE, x: torch.Tensor, generator: torch.Generat
         offsets, length = steps.descend(offsets, mean, steps.lengths(offsets, mean), REFINE_MOVES)
         fits.append((StepAdjustments(tuple(offsets.tolist()), tuple(blends)), int((unadjusted - length).sum()) / (1 << CODE_LENGTH_FRAC)))
     return fits
+
+
+def joint_steps(model: IntegerVAE, x: torch.Tensor, generator: torch.Generator) -> _JointSteps:
+    """All likelihood steps of the patches ``x`` given one sample z1 ~ q(z1 | x) (drawn from
+    ``generator``), as one family: what the step adjustments are fitted on."""
+    likelihood = model.likelihood(posterior_sample(model, x, generator))
+    parts = list(likelihood.predicted_steps(x) if model.pixel_context else ((i, f, None) for i, f in likelihood.steps(x)))
+    sizes = torch.tensor([len(family) for _, family, _ in parts], device=x.device)
+    predictions = [_no_prediction(len(family), x.device) if prediction is None else prediction for _, family, prediction in parts]
+    mixture = isinstance(parts[0][1], DiscretizedMixture)
+    return _JointSteps(
+        torch.repeat_interleave(torch.arange(len(parts), device=x.device), sizes),
+        torch.cat([family.mean for _, family, _ in parts], -1),
+        torch.cat([family.log_scale for _, family, _ in parts], -1),
+        torch.cat([x[index].reshape(-1) for index, _, _ in parts]),
+        parts[0][1].num_bins,
+        (torch.cat([target for target, _ in predictions]), torch.cat([spread for _, spread in predictions])),
+        torch.cat([family.weights for _, family, _ in parts], -1) if mixture else None,
+    )
 
 
 @dataclass
