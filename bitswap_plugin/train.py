@@ -785,6 +785,8 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps(summary, indent=2))
             else:
                 print(f"stopped at step {trainer.step}; continue with --resume", file=sys.stderr)
+        if distributed:
+            dist.barrier()  # the ranks leave the group together, not one while rank 0 still exports
     finally:
         if distributed:
             dist.destroy_process_group()
